@@ -1,0 +1,229 @@
+"""The Python API behind every CLI command: verify pairs, enroll identities, identify faces."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .detect import FaceChoice
+from .errors import BadInputError, FaceverifyError
+from .gallery import Enrolment, Gallery, default_gallery_path
+from .images import list_images
+from .pipeline import FaceEmbedding, FacePipeline
+from .verify import OperatingPoint, Verdict, cosine, operating_point
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of comparing two images (the best-matching pair of their chosen faces)."""
+
+    same: bool
+    similarity: float
+    threshold: float
+    far: float | None
+    model: str
+    boxes: tuple[list[float] | None, list[float] | None]
+
+    def to_dict(self) -> dict:
+        return dict(
+            same=self.same,
+            similarity=round(self.similarity, 6),
+            threshold=round(self.threshold, 6),
+            far=self.far,
+            model=self.model,
+            box_a=self.boxes[0],
+            box_b=self.boxes[1],
+        )
+
+
+@dataclass
+class FaceIdentity:
+    """One face in a probe image: its identity (None = unknown), score, and the runner-up."""
+
+    name: str | None
+    score: float
+    box: list[float] | None
+    nearest: str | None
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, score=round(self.score, 6), box=self.box, nearest=self.nearest)
+
+
+@dataclass
+class IdentifyResult:
+    image: str
+    faces: list[FaceIdentity] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return dict(image=self.image, error=self.error)
+        return dict(image=self.image, faces=[f.to_dict() for f in self.faces])
+
+
+@dataclass
+class EnrollReport:
+    """What an enrolment stored (per identity: new embeddings) and which inputs failed."""
+
+    added: dict[str, int] = field(default_factory=dict)
+    failures: list[BadInputError] = field(default_factory=list)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FaceVerifier:
+    """The product in one object: a front end + model, and the decisions made with its calibrated thresholds."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | torch.device | None = None,
+        min_face_size: int = 20,
+        score_threshold: float = 0.9,
+        pipeline: FacePipeline | None = None,
+    ):
+        self.pipeline = pipeline or FacePipeline(
+            model, device, min_face_size=min_face_size, score_threshold=score_threshold
+        )
+
+    @property
+    def card(self):
+        return self.pipeline.card
+
+    def operating_point(self, far: float | None = None, threshold: float | None = None) -> OperatingPoint:
+        return operating_point(self.card, far, threshold)
+
+    def open_gallery(self, path: str | Path | None = None) -> Gallery:
+        """Open (or create) a gallery bound to this model; refuses one enrolled with another model."""
+        return Gallery(path or default_gallery_path(), self.card.model_id, self.card.embedding_size)
+
+    # -- verify ------------------------------------------------------------------------------------------
+
+    def verify(
+        self,
+        image_a: str | Path,
+        image_b: str | Path,
+        far: float | None = None,
+        threshold: float | None = None,
+        face: FaceChoice = "largest",
+    ) -> VerifyResult:
+        """Same person or not; with ``face='all'`` the most similar pair of faces decides."""
+        point = self.operating_point(far, threshold)
+        faces_a = self.pipeline.embed_file(image_a, face)
+        faces_b = self.pipeline.embed_file(image_b, face)
+        best: tuple[float, FaceEmbedding, FaceEmbedding] | None = None
+        for fa in faces_a:
+            for fb in faces_b:
+                s = cosine(fa.embedding, fb.embedding)
+                if best is None or s > best[0]:
+                    best = (s, fa, fb)
+        assert best is not None
+        s, fa, fb = best
+        verdict = Verdict(s >= point.threshold, s, point.threshold, point.far)
+        return VerifyResult(verdict.same, verdict.similarity, verdict.threshold, verdict.far, self.card.name, (fa.box, fb.box))
+
+    # -- enroll ------------------------------------------------------------------------------------------
+
+    def embed_for_enrolment(
+        self, paths: Sequence[str | Path], face: FaceChoice = "largest"
+    ) -> tuple[list[Enrolment], list[BadInputError]]:
+        """Embeddings ready to store for each readable image with a face, and the inputs that failed."""
+        items: list[Enrolment] = []
+        failures: list[BadInputError] = []
+        for result in self.pipeline.process_paths(paths, face):
+            if result.error is not None:
+                failures.append(result.error)
+                continue
+            sha = file_sha256(result.path)
+            for f in result.faces:
+                items.append(Enrolment(f.embedding, str(Path(result.path).resolve()), sha, f.box))
+        return items, failures
+
+    def enroll(
+        self,
+        gallery: Gallery,
+        name: str,
+        inputs: Sequence[str | Path],
+        skip_bad: bool = False,
+        face: FaceChoice = "largest",
+    ) -> EnrollReport:
+        """Enroll one identity from image files and directories. Any bad input stops the enrolment with the
+        gallery unchanged unless ``skip_bad``, which stores the good images and reports the rest."""
+        from .gallery import validate_name
+
+        name = validate_name(name)
+        paths = list_images(list(inputs))
+        if not paths:
+            raise FaceverifyError(f"no images found in {', '.join(map(str, inputs))}")
+        items, failures = self.embed_for_enrolment(paths, face)
+        report = EnrollReport(failures=failures)
+        if failures and not skip_bad:
+            return report
+        if items:
+            report.added[name] = gallery.enroll(name, items)
+        return report
+
+    def enroll_folders(
+        self,
+        gallery: Gallery,
+        root: str | Path,
+        progress: Callable[[str], None] | None = None,
+    ) -> EnrollReport:
+        """One identity per sub-folder of ``root``; bad images are skipped and reported."""
+        root = Path(root)
+        if not root.is_dir():
+            raise BadInputError(root, "not a directory")
+        report = EnrollReport()
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            paths = list_images([folder])
+            if paths:
+                items, failures = self.embed_for_enrolment(paths)
+                report.failures.extend(failures)
+                if items:
+                    report.added[folder.name] = gallery.enroll(folder.name, items)
+            if progress is not None:
+                progress(folder.name)
+        return report
+
+    # -- identify ----------------------------------------------------------------------------------------
+
+    def identify_embeddings(self, gallery: Gallery, vectors: np.ndarray, point: OperatingPoint) -> list[tuple[str | None, float, str | None]]:
+        """(name or None, score, nearest identity) for each embedding at the given operating point."""
+        ranked = gallery.search(vectors)
+        out = []
+        for candidates in ranked:
+            nearest, score = candidates[0]
+            out.append((nearest if score >= point.threshold else None, score, nearest))
+        return out
+
+    def identify(
+        self,
+        gallery: Gallery,
+        inputs: Iterable[str | Path],
+        far: float | None = None,
+        threshold: float | None = None,
+        face: FaceChoice = "largest",
+    ) -> Iterator[IdentifyResult]:
+        """For each image, each chosen face's best identity or None (unknown), with its score."""
+        point = self.operating_point(far, threshold)
+        if len(gallery) == 0:
+            raise FaceverifyError(f"{gallery.path}: the gallery is empty (enroll someone first)")
+        for result in self.pipeline.process_paths(list_images(list(inputs)), face):
+            if result.error is not None:
+                yield IdentifyResult(result.path, error=result.error.reason)
+                continue
+            vectors = np.stack([f.embedding for f in result.faces])
+            decisions = self.identify_embeddings(gallery, vectors, point)
+            faces = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(result.faces, decisions)]
+            yield IdentifyResult(result.path, faces)

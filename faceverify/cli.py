@@ -1,0 +1,352 @@
+"""The `faceverify` command: a thin typer layer over faceverify.api.
+
+Exit codes: 0 success (verify: same person), 1 verify: different people, 2 error (nothing changed),
+3 partial: some inputs failed and were reported, the rest were processed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import FaceverifyError
+
+EXIT_DIFFERENT = 1
+EXIT_ERROR = 2
+EXIT_PARTIAL = 3
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Face verification and identification with calibrated thresholds.",
+)
+gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the gallery of enrolled identities.")
+app.add_typer(gallery_app, name="gallery")
+
+
+class FaceOpt(str, Enum):
+    largest = "largest"
+    center = "center"
+    all = "all"
+
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
+DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
+GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file (default: $FACEVERIFY_GALLERY, else the user data dir).")
+FarOpt = typer.Option(None, "--far", help="False-accept rate whose calibrated threshold decides (default 1e-3).")
+ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity threshold; overrides --far.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+FaceChoiceOpt = typer.Option(FaceOpt.largest, "--face", help="Which faces count in an image holding several.")
+
+
+def _err(message: str) -> None:
+    typer.echo(f"faceverify: error: {message}", err=True)
+
+
+def _verifier(model: Optional[str], device: Optional[str]):
+    from .api import FaceVerifier
+
+    return FaceVerifier(model, device)
+
+
+def _far_text(far: Optional[float]) -> str:
+    return "unknown FAR" if far is None else f"FAR {far:.0e}"
+
+
+@app.command()
+def verify(
+    image_a: Path = typer.Argument(..., help="First image."),
+    image_b: Path = typer.Argument(..., help="Second image."),
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    far: Optional[float] = FarOpt,
+    threshold: Optional[float] = ThresholdOpt,
+    face: FaceOpt = FaceChoiceOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Are two images the same person? Exit 0 = same, 1 = different, 2 = error."""
+    result = _verifier(model, device).verify(image_a, image_b, far, threshold, face.value)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+    else:
+        verdict = "same person" if result.same else "different people"
+        typer.echo(
+            f"{verdict}: similarity {result.similarity:.4f}, threshold {result.threshold:.4f} "
+            f"({_far_text(result.far)}, model {result.model})"
+        )
+    raise typer.Exit(0 if result.same else EXIT_DIFFERENT)
+
+
+@app.command()
+def enroll(
+    args: Optional[List[str]] = typer.Argument(None, help="NAME followed by images and/or directories."),
+    from_folders: Optional[Path] = typer.Option(None, "--from-folders", help="Enroll one identity per sub-folder."),
+    gallery: Optional[Path] = GalleryOpt,
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Enroll the good images even if some inputs fail."),
+    face: FaceOpt = typer.Option(FaceOpt.largest, "--face", help="Which face to enroll in an image holding several."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Enroll an identity from images (each image's face is stored), or many with --from-folders."""
+    args = args or []
+    if face is FaceOpt.all:
+        raise FaceverifyError("--face all cannot enroll: one image gives one face of the identity")
+    if from_folders is None and len(args) < 2:
+        raise FaceverifyError("give NAME and at least one image or directory (or --from-folders DIR)")
+    if from_folders is not None and args:
+        raise FaceverifyError("--from-folders takes no NAME or images")
+    fv = _verifier(model, device)
+    with fv.open_gallery(gallery) as store:
+        if from_folders is not None:
+            report = _enroll_folders(fv, store, from_folders, as_json)
+        else:
+            report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value)
+        for failure in report.failures:
+            _err(str(failure))
+        if as_json:
+            typer.echo(json.dumps(dict(added=report.added, failed=[str(f) for f in report.failures], gallery=str(store.path))))
+        if report.failures and not report.added:
+            if from_folders is None and not skip_bad:
+                _err("nothing was enrolled (fix or drop the files above, or pass --skip-bad)")
+            raise typer.Exit(EXIT_ERROR)
+        if not as_json:
+            for name, n in report.added.items():
+                typer.echo(f"enrolled {name}: {n} new embedding(s) in {store.path}")
+    raise typer.Exit(EXIT_PARTIAL if report.failures else 0)
+
+
+def _enroll_folders(fv, store, root: Path, quiet: bool):
+    from rich.progress import Progress
+
+    folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    with Progress(disable=quiet or not sys.stderr.isatty(), transient=True) as progress:
+        task = progress.add_task("enrolling", total=len(folders))
+        return fv.enroll_folders(store, root, progress=lambda _name: progress.advance(task))
+
+
+@app.command()
+def identify(
+    inputs: List[Path] = typer.Argument(..., help="Images and/or directories."),
+    gallery: Optional[Path] = GalleryOpt,
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    far: Optional[float] = FarOpt,
+    threshold: Optional[float] = ThresholdOpt,
+    face: FaceOpt = FaceChoiceOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image per line."),
+) -> None:
+    """Name each face against the gallery, or `unknown` below the calibrated threshold."""
+    fv = _verifier(model, device)
+    store_path = gallery or _default_gallery()
+    if not Path(store_path).exists():
+        raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")
+    ok = failed = 0
+    with fv.open_gallery(store_path) as store:
+        for result in fv.identify(store, inputs, far, threshold, face.value):
+            if result.error is not None:
+                failed += 1
+                _err(f"{result.image}: {result.error}")
+                if as_json:
+                    typer.echo(json.dumps(result.to_dict()))
+                continue
+            ok += 1
+            if as_json:
+                typer.echo(json.dumps(result.to_dict()))
+                continue
+            for f in result.faces:
+                label = f.name if f.name is not None else f"unknown (nearest {f.nearest})"
+                box = ",".join(f"{v:.0f}" for v in f.box) if f.box else "-"
+                typer.echo(f"{result.image}\t{label}\t{f.score:.4f}\t{box}")
+    if failed:
+        raise typer.Exit(EXIT_ERROR if ok == 0 else EXIT_PARTIAL)
+
+
+def _default_gallery() -> Path:
+    from .gallery import default_gallery_path
+
+    return default_gallery_path()
+
+
+def _open_existing_gallery(path: Optional[Path]):
+    from .gallery import Gallery
+
+    path = path or _default_gallery()
+    if not Path(path).exists():
+        raise FaceverifyError(f"{path}: no gallery here")
+    return Gallery(path)
+
+
+@gallery_app.command("list")
+def gallery_list(gallery: Optional[Path] = GalleryOpt, as_json: bool = JsonOpt) -> None:
+    """Enrolled identities and how many embeddings each has."""
+    with _open_existing_gallery(gallery) as store:
+        people = store.identities()
+        if as_json:
+            typer.echo(json.dumps([dict(name=p.name, embeddings=p.embeddings) for p in people]))
+            return
+        for p in people:
+            typer.echo(f"{p.name}\t{p.embeddings}")
+
+
+@gallery_app.command("show")
+def gallery_show(name: str, gallery: Optional[Path] = GalleryOpt, as_json: bool = JsonOpt) -> None:
+    """One identity's stored embeddings: source file, its hash, face box and model."""
+    with _open_existing_gallery(gallery) as store:
+        rows = store.embeddings_of(name)
+        if as_json:
+            typer.echo(json.dumps(dict(name=name, embeddings=rows)))
+            return
+        for r in rows:
+            typer.echo(f"{r['source']}\t{r['source_sha256'][:12]}\t{r['box'] or '-'}\t{r['model_id']}")
+
+
+@gallery_app.command("remove")
+def gallery_remove(name: str, gallery: Optional[Path] = GalleryOpt) -> None:
+    """Delete an identity and its embeddings."""
+    with _open_existing_gallery(gallery) as store:
+        n = store.remove(name)
+    typer.echo(f"removed {name} ({n} embedding(s))")
+
+
+@gallery_app.command("rename")
+def gallery_rename(old: str, new: str, gallery: Optional[Path] = GalleryOpt) -> None:
+    """Rename an identity."""
+    with _open_existing_gallery(gallery) as store:
+        store.rename(old, new)
+    typer.echo(f"renamed {old} -> {new}")
+
+
+@gallery_app.command("export")
+def gallery_export(out: Path, gallery: Optional[Path] = GalleryOpt) -> None:
+    """Write every identity and embedding (vectors included) to a JSON file."""
+    with _open_existing_gallery(gallery) as store:
+        records = [
+            dict(name=name, vector=[float(v) for v in vec], **meta) for name, vec, meta in store.iter_vectors()
+        ]
+        doc = dict(model_id=store.stored_model_id, embeddings=records)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, out)
+    typer.echo(f"exported {len(records)} embedding(s) to {out}")
+
+
+@app.command()
+def models(as_json: bool = JsonOpt) -> None:
+    """The models available, with their cards' key facts."""
+    from .embed import available_models, default_model_name, resolve_card
+
+    default = default_model_name()
+    rows = []
+    for name in available_models():
+        card, _ = resolve_card(name)
+        rows.append(dict(name=name, default=name == default, architecture=card.architecture,
+                         input_size=card.input_size, embedding_size=card.embedding_size,
+                         thresholds=card.thresholds))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        typer.echo(f"{mark} {r['name']}\t{r['architecture']}\t{r['input_size']}px\t{r['embedding_size']}-d")
+
+
+@app.command()
+def calibrate(
+    root: Optional[Path] = typer.Option(None, "--root", help="LFW root with peopleDevTrain.txt (default: $FACEVERIFY_LFW or ../shared/datasets/lfw)."),
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    max_per_person: Optional[int] = typer.Option(None, "--max-per-person", help="Cap images per DevTrain identity."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the thresholds without writing the model card."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card."""
+    from rich.progress import Progress
+
+    from .cache import EmbeddingCache
+    from .calibrate import calibrate_on_lfw, devtrain_images
+    from .embed import resolve_card
+    from .pairs import find_lfw_root
+
+    lfw_root = _require_lfw(root, find_lfw_root)
+    fv = _verifier(model, device)
+    total = len(devtrain_images(lfw_root, max_per_person)[0])
+    with Progress(disable=as_json or not sys.stderr.isatty(), transient=True) as progress:
+        task = progress.add_task("embedding DevTrain", total=total)
+        thresholds, record = calibrate_on_lfw(
+            fv.pipeline, lfw_root, max_per_person=max_per_person, cache=EmbeddingCache(fv.card.model_id),
+            progress=lambda n: progress.advance(task, n),
+        )
+    if not dry_run:
+        card, card_path = resolve_card(model)
+        card.thresholds = thresholds
+        card.calibration = record
+        card.save(card_path)
+    if as_json:
+        typer.echo(json.dumps(dict(thresholds=thresholds, calibration=record)))
+        return
+    for key, thr in thresholds.items():
+        typer.echo(f"FAR {key}: threshold {thr:.4f} (TAR on DevTrain {record['tar_at_threshold'][key]:.4f})")
+    typer.echo(f"{record['genuine_pairs']} genuine and {record['impostor_pairs']} impostor pairs; "
+               f"{record['no_face']} of {record['images']} images had no face (centre crop used)")
+    if not dry_run:
+        typer.echo(f"written to {card_path}")
+
+
+def _require_lfw(root: Optional[Path], finder) -> Path:
+    found = finder(root)
+    if found is None:
+        raise FaceverifyError("LFW not found: pass --root DIR or set FACEVERIFY_LFW")
+    return found
+
+
+@app.command()
+def demo(
+    lfw: Optional[Path] = typer.Option(None, "--lfw", help="LFW root (default: $FACEVERIFY_LFW, ../shared/datasets/lfw, or download)."),
+    people: int = typer.Option(8, "--people", help="How many identities to enroll."),
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+) -> None:
+    """Enroll several LFW identities, verify pairs and identify people, printing what was found."""
+    from .demo import run_demo
+
+    run_demo(lfw, people, model, device, echo=typer.echo)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return its exit code: errors become one line on stderr, never a traceback."""
+    try:
+        code = app(args=argv, standalone_mode=False, prog_name="faceverify")
+        return int(code or 0)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except FaceverifyError as exc:
+        _err(str(exc))
+        return EXIT_ERROR
+    except (KeyboardInterrupt, typer.Abort):
+        _err("interrupted")
+        return 130
+    except typer.TyperException as exc:  # usage errors: typer prints them as click does
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", EXIT_ERROR))
+    except Exception as exc:  # noqa: BLE001 - the CLI promises no traceback
+        if os.environ.get("FACEVERIFY_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (set FACEVERIFY_DEBUG=1 for the traceback)")
+        return EXIT_ERROR
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

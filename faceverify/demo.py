@@ -1,0 +1,107 @@
+"""The demo: enroll LFW identities into a throw-away gallery, verify pairs, identify known and unknown people."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .api import FaceVerifier
+from .errors import FaceverifyError
+from .pairs import find_lfw_root, lfw_image_dir, read_lfw_people
+
+
+def lfw_images_or_download(explicit: Path | None) -> tuple[Path, Path | None]:
+    """(image directory, protocol-file directory or None): a local LFW, else scikit-learn's download."""
+    root = find_lfw_root(explicit)
+    if root is not None:
+        return lfw_image_dir(root), root
+    try:
+        from sklearn.datasets import fetch_lfw_people, get_data_home
+    except ImportError:
+        raise FaceverifyError(
+            "LFW not found: pass --lfw DIR or set FACEVERIFY_LFW (or install scikit-learn to download it)"
+        ) from None
+    try:
+        fetch_lfw_people(funneled=False, min_faces_per_person=20, download_if_missing=True)
+    except OSError as exc:
+        raise FaceverifyError(
+            f"LFW not found locally and the download failed ({exc}); pass --lfw DIR or set FACEVERIFY_LFW"
+        ) from None
+    return Path(get_data_home()) / "lfw_home" / "lfw", None
+
+
+def _demo_people(images: Path, protocols: Path | None, wanted: int) -> tuple[list[str], list[str]]:
+    """Deterministic choice: people with 4+ images to enroll, people never enrolled to stay unknown."""
+    if protocols is not None:
+        listed = read_lfw_people(protocols / "peopleDevTest.txt")
+        counts = {name: n for name, n in listed}
+    else:
+        counts = {p.name: len(list(p.glob("*.jpg"))) for p in images.iterdir() if p.is_dir()}
+    names = sorted(counts)
+    many = [n for n in names if counts[n] >= 4]
+    few = [n for n in names if counts[n] == 1]
+    if len(many) < wanted or len(few) < 3:
+        raise FaceverifyError(f"{images}: not enough LFW identities for the demo")
+    step = max(1, len(many) // wanted)
+    return many[::step][:wanted], few[:: max(1, len(few) // 3)][:3]
+
+
+def run_demo(
+    lfw: Path | None, people: int, model: str | None, device: str | None, echo: Callable[[str], None] = print
+) -> dict:
+    """Run the demo and return its tallies (also printed through ``echo``)."""
+    images, protocols = lfw_images_or_download(lfw)
+
+    def img(name: str, i: int) -> Path:
+        return images / name / f"{name}_{i:04d}.jpg"
+
+    enrolled, strangers = _demo_people(images, protocols, people)
+    fv = FaceVerifier(model, device)
+    point = fv.operating_point()
+    echo(f"model {fv.card.name}: threshold {point.threshold:.4f} at FAR {point.far:.0e}; LFW images from {images}")
+    tally = dict(enrolled=0, verified=0, verify_pairs=0, named=0, probes=0, strangers_unknown=0, strangers=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        with fv.open_gallery(Path(tmp) / "demo-gallery.sqlite") as gallery:
+            echo(f"\n== enroll {len(enrolled)} identities (images 1 and 2 of each)")
+            for name in enrolled:
+                report = fv.enroll(gallery, name, [img(name, 1), img(name, 2)], skip_bad=True)
+                tally["enrolled"] += bool(report.added)
+                echo(f"  {name}: {sum(report.added.values())} embeddings" + (f", {len(report.failures)} failed" if report.failures else ""))
+
+            echo("\n== verify pairs")
+            pairs = [(img(n, 3), img(n, 4), True) for n in enrolled[:3]]
+            pairs += [(img(a, 3), img(b, 3), False) for a, b in zip(enrolled[:3], enrolled[3:6])]
+            for a, b, same in pairs:
+                r = fv.verify(a, b)
+                ok = r.same == same
+                tally["verify_pairs"] += 1
+                tally["verified"] += ok
+                verdict = "same" if r.same else "different"
+                echo(f"  {a.name} vs {b.name}: {verdict} (similarity {r.similarity:.3f}) {'ok' if ok else 'WRONG'}")
+
+            echo("\n== identify held-out images (image 3 of each enrolled person, plus people never enrolled)")
+            probes = [img(n, 3) for n in enrolled] + [img(n, 1) for n in strangers]
+            truth = {str(img(n, 3)): n for n in enrolled}
+            for result in fv.identify(gallery, probes):
+                expected = truth.get(result.image)
+                if result.error is not None:
+                    echo(f"  {Path(result.image).name}: {result.error}")
+                    continue
+                got = result.faces[0]
+                label = got.name or "unknown"
+                if expected is None:
+                    tally["strangers"] += 1
+                    tally["strangers_unknown"] += got.name is None
+                    verdict = "ok (never enrolled)" if got.name is None else "WRONG (never enrolled)"
+                else:
+                    tally["probes"] += 1
+                    tally["named"] += got.name == expected
+                    verdict = "ok" if got.name == expected else ("honest unknown" if got.name is None else "WRONG")
+                echo(f"  {Path(result.image).name}: {label} (score {got.score:.3f}) {verdict}")
+    echo(
+        f"\nsummary: {tally['verified']}/{tally['verify_pairs']} pairs decided right, "
+        f"{tally['named']}/{tally['probes']} enrolled people named, "
+        f"{tally['strangers_unknown']}/{tally['strangers']} strangers called unknown"
+    )
+    return tally

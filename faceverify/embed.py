@@ -1,0 +1,121 @@
+"""The embedding model: weights (safetensors) + model card, batched inference, L2-normalised output."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from . import networks
+from .detect import pick_device
+from .errors import ModelError
+from .modelcard import ModelCard
+
+
+def models_dir() -> Path:
+    """Where model cards and weights live: ``$FACEVERIFY_MODELS`` or the ones shipped with the package."""
+    env = os.environ.get("FACEVERIFY_MODELS")
+    if env:
+        return Path(env)
+    import faceverify.models as shipped
+
+    return Path(shipped.__file__).parent
+
+
+def default_model_name(directory: Path | None = None) -> str:
+    """The model named in ``models/DEFAULT``."""
+    path = (directory or models_dir()) / "DEFAULT"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise ModelError(f"{path}: no default model is set") from None
+
+
+def available_models(directory: Path | None = None) -> list[str]:
+    """Names of the model cards in the models directory."""
+    return sorted(p.stem for p in (directory or models_dir()).glob("*.json"))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_card(name: str | None = None, directory: Path | None = None) -> tuple[ModelCard, Path]:
+    """Find and validate the card for ``name`` (or the default model); returns the card and its path."""
+    directory = directory or models_dir()
+    if name is None:
+        name = default_model_name(directory)
+    as_path = Path(name)
+    if as_path.suffix == ".json" and as_path.exists():
+        card_path = as_path
+    else:
+        if "/" in name or "\\" in name or name.startswith("."):
+            raise ModelError(f"{name}: not a model name")
+        card_path = directory / f"{name}.json"
+    if not card_path.exists():
+        known = ", ".join(available_models(directory)) or "none"
+        raise ModelError(f"model '{name}' not found in {directory} (available: {known})")
+    return ModelCard.load(card_path), card_path
+
+
+class Embedder:
+    """An embedding network ready for inference, described by its model card."""
+
+    def __init__(self, card: ModelCard, network: torch.nn.Module, device: torch.device):
+        self.card = card
+        self.device = device
+        self.network = network.to(device).eval()
+        self._mean = torch.tensor(card.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(card.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    @classmethod
+    def load(cls, name: str | None = None, device: str | torch.device | None = None) -> "Embedder":
+        """Load a model by name (default: the shipped default) after checking its weights against the card."""
+        card, card_path = resolve_card(name)
+        weights_path = card_path.parent / card.weights
+        if not weights_path.exists():
+            raise ModelError(f"{weights_path}: weights file named by model card {card_path.name} is missing")
+        if sha256_file(weights_path) != card.weights_sha256:
+            raise ModelError(f"{weights_path}: weights do not match the sha256 recorded in {card_path.name}")
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+        network = networks.build(card.architecture, card.embedding_size)
+        try:
+            network.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ModelError(f"{weights_path}: weights do not fit architecture '{card.architecture}' ({first})") from None
+        return cls(card, network, pick_device(device))
+
+    @property
+    def input_size(self) -> int:
+        return self.card.input_size
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        """N x S x S x 3 uint8 RGB crops -> normalised N x 3 x S x S float tensor on the model's device."""
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float()
+        return (x - self._mean) / self._std
+
+    def embed(self, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 embeddings (N x D) of aligned crops."""
+        if len(crops) == 0:
+            return np.zeros((0, self.card.embedding_size), np.float32)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), batch_size):
+                z = self.network(self.preprocess(crops[start : start + batch_size]))
+                out.append(torch.nn.functional.normalize(z.float(), dim=1).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+

@@ -1,0 +1,33 @@
+"""Errors that the CLI turns into a one-line message and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FaceverifyError(Exception):
+    """A problem the user can act on: bad input, missing model, bad gallery state."""
+
+
+class BadInputError(FaceverifyError):
+    """An input file that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class NoFaceError(BadInputError):
+    """An image in which the detector found no face."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, "no face found")
+
+
+class ModelError(FaceverifyError):
+    """A model card or weights file that is missing, malformed or inconsistent."""
+
+
+class GalleryError(FaceverifyError):
+    """A gallery that cannot be opened or an operation it refuses."""

@@ -1,0 +1,97 @@
+"""Image loading that copes with what users actually hand us, and refuses the rest with a clear reason."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadInputError
+
+MAX_PIXELS = 50_000_000
+"""Largest image (width x height) we decode; larger ones are refused before decoding (decompression bombs)."""
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an H x W x 3 uint8 RGB array.
+
+    EXIF orientation is applied; greyscale, palette, RGBA (composited on white), CMYK and 16-bit images are
+    converted. Raises BadInputError naming the file for anything missing, empty, truncated, not an image or
+    larger than ``max_pixels``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(path, "no such file")
+    if path.is_dir():
+        raise BadInputError(path, "is a directory, not an image")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise BadInputError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise BadInputError(
+                        path, f"image too large ({width}x{height} pixels; the limit is {max_pixels:,} pixels)"
+                    )
+                img.load()
+                return to_rgb_array(ImageOps.exif_transpose(img))
+    except BadInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadInputError(path, "image too large (decompression bomb protection)") from None
+    except UnidentifiedImageError:
+        raise BadInputError(path, "not an image file (unrecognised format)") from None
+    except PermissionError:
+        raise BadInputError(path, "permission denied") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert any PIL image mode to H x W x 3 uint8 RGB (16-bit scaled, alpha composited on white)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img)
+        if img.mode == "I":
+            top = max(int(arr.max()), 1)
+            scale = 65535 if top > 255 else 255
+            arr = (arr.astype(np.float64) * (255.0 / scale)).clip(0, 255)
+        else:
+            arr = arr.astype(np.float64) / 257.0
+        grey = np.round(arr).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        grey = np.round((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def list_images(paths: list[str | Path]) -> list[Path]:
+    """Expand files and directories (recursively, sorted) into image file paths; files are kept as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:120]

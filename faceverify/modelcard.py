@@ -1,0 +1,141 @@
+"""Model cards: the JSON that travels with every weights file and says how to use it.
+
+Nothing downstream hard-codes input size, alignment template, pixel normalisation, embedding size or
+thresholds: all of them are read from the card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+
+CARD_SCHEMA = 1
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to run a model, plus where it came from and how it scores.
+
+    ``template`` holds the 5 facial points (left eye, right eye, nose tip, left and right mouth corner, as seen
+    in the image) in pixel coordinates of the ``input_size`` crop. ``mean`` and ``std`` normalise RGB pixels
+    on the 0..255 scale: ``x = (pixel - mean) / std``. ``thresholds`` maps a false-accept rate written as a
+    string ("1e-3") to the cosine similarity that yields it.
+    """
+
+    name: str
+    architecture: str
+    input_size: int
+    template: list[list[float]]
+    mean: list[float]
+    std: list[float]
+    embedding_size: int
+    weights: str
+    weights_sha256: str
+    version: str = "1"
+    thresholds: dict[str, float] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    schema: int = CARD_SCHEMA
+
+    @property
+    def model_id(self) -> str:
+        """The identity stored beside every embedding: embeddings of different ids are never mixed.
+
+        It covers everything that changes an embedding: the weights and the front end (template, size,
+        normalisation), so a refitted template cannot silently mix with older embeddings.
+        """
+        functional = json.dumps(
+            [self.architecture, self.weights_sha256, self.input_size, self.template, self.mean, self.std],
+            sort_keys=True,
+        )
+        return f"{self.name}@{self.version}:{hashlib.sha256(functional.encode()).hexdigest()[:12]}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: unreadable model card ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "model card") -> "ModelCard":
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: model card is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"{source}: unknown model card fields {sorted(unknown)}")
+        try:
+            card = cls(**data)
+        except TypeError as exc:
+            raise ModelError(f"{source}: {exc}") from None
+        card.validate(source)
+        return card
+
+    def validate(self, source: str = "model card") -> None:
+        """Check types and ranges so that a tampered card fails here, not half-way through a run."""
+
+        def fail(reason: str) -> None:
+            raise ModelError(f"{source}: {reason}")
+
+        if self.schema != CARD_SCHEMA:
+            fail(f"card schema {self.schema!r} is not supported (expected {CARD_SCHEMA})")
+        for key in ("name", "architecture", "weights", "weights_sha256", "version"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                fail(f"'{key}' must be a non-empty string")
+        if "/" in self.weights or "\\" in self.weights or self.weights.startswith("."):
+            fail("'weights' must be a plain file name beside the card")
+        if not isinstance(self.input_size, int) or not 16 <= self.input_size <= 1024:
+            fail("'input_size' must be an integer between 16 and 1024")
+        if not isinstance(self.embedding_size, int) or not 2 <= self.embedding_size <= 8192:
+            fail("'embedding_size' must be an integer between 2 and 8192")
+        pts = self.template
+        if not (isinstance(pts, list) and len(pts) == 5 and all(_is_point(p) for p in pts)):
+            fail("'template' must be 5 [x, y] points")
+        for key in ("mean", "std"):
+            vals = getattr(self, key)
+            if not (isinstance(vals, list) and len(vals) == 3 and all(_is_finite(v) for v in vals)):
+                fail(f"'{key}' must be 3 finite numbers")
+        if any(v <= 0 for v in self.std):
+            fail("'std' must be positive")
+        if not isinstance(self.thresholds, dict):
+            fail("'thresholds' must be a map from FAR to similarity")
+        for far, thr in self.thresholds.items():
+            try:
+                far_value = float(far)
+            except ValueError:
+                fail(f"threshold key {far!r} is not a number")
+            if not 0 < far_value < 1 or not _is_finite(thr) or not -1 <= thr <= 1:
+                fail(f"threshold {far!r}: {thr!r} is out of range")
+
+    def threshold_for(self, far: float) -> float:
+        """The calibrated similarity threshold for a false-accept rate the card was calibrated at."""
+        for key, thr in self.thresholds.items():
+            if math.isclose(float(key), far, rel_tol=1e-6):
+                return float(thr)
+        have = ", ".join(sorted(self.thresholds, key=float)) or "none"
+        raise ModelError(f"model '{self.name}' has no threshold calibrated for FAR={far:g} (has: {have})")
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_point(p: Any) -> bool:
+    return isinstance(p, list) and len(p) == 2 and all(_is_finite(v) for v in p)

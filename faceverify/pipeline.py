@@ -1,0 +1,129 @@
+"""The one front end every path uses: image -> detect -> align -> embed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+import numpy as np
+import torch
+
+from .align import align_face, center_crop
+from .detect import Detector, Face, FaceChoice, select_faces
+from .embed import Embedder
+from .errors import BadInputError, NoFaceError
+from .images import MAX_PIXELS, load_image
+
+Fallback = Literal["none", "center"]
+
+
+@dataclass
+class FaceEmbedding:
+    """A face found in an image (``face`` is None for a centre-crop fallback) and its embedding."""
+
+    face: Face | None
+    embedding: np.ndarray
+
+    @property
+    def box(self) -> list[float] | None:
+        return None if self.face is None else [round(float(v), 1) for v in self.face.box]
+
+
+@dataclass
+class ImageResult:
+    """What the pipeline made of one image: its faces, or the error that stopped it."""
+
+    path: str
+    faces: list[FaceEmbedding]
+    error: BadInputError | None = None
+
+
+class FacePipeline:
+    """Detector + aligner + embedder configured from one model card."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | torch.device | None = None,
+        min_face_size: int = 20,
+        score_threshold: float = 0.9,
+        max_pixels: int = MAX_PIXELS,
+        embedder: Embedder | None = None,
+        detector: Detector | None = None,
+    ):
+        self.embedder = embedder or Embedder.load(model, device)
+        self.detector = detector or Detector(
+            self.embedder.device, min_face_size=min_face_size, score_threshold=score_threshold
+        )
+        self.max_pixels = max_pixels
+        self.template = np.asarray(self.embedder.card.template, np.float64)
+
+    @property
+    def card(self):
+        return self.embedder.card
+
+    def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """Aligned crops (N x S x S x 3 uint8) for ``faces`` found in ``image``."""
+        size = self.embedder.input_size
+        crops = [align_face(image, f.landmarks, self.template, size) for f in faces]
+        return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+    def process_images(
+        self, images: list[np.ndarray], face: FaceChoice = "largest", fallback: Fallback = "none"
+    ) -> list[list[FaceEmbedding]]:
+        """Embeddings of the chosen faces in each RGB image; with ``fallback='center'`` an image without a
+        detected face gets one embedding of its centre crop (``face=None``) instead of none."""
+        detections = self.detector.detect(images)
+        chosen: list[list[Face | None]] = []
+        crops: list[np.ndarray] = []
+        size = self.embedder.input_size
+        for image, faces in zip(images, detections):
+            picked: list[Face | None] = list(select_faces(faces, image.shape, face))
+            if picked:
+                crops.extend(self.align(image, picked))
+            elif fallback == "center":
+                picked = [None]
+                crops.append(center_crop(image, size))
+            chosen.append(picked)
+        vectors = self.embedder.embed(np.stack(crops)) if crops else np.zeros((0, 0), np.float32)
+        out: list[list[FaceEmbedding]] = []
+        k = 0
+        for picked in chosen:
+            out.append([FaceEmbedding(f, vectors[k + j]) for j, f in enumerate(picked)])
+            k += len(picked)
+        return out
+
+    def process_paths(
+        self,
+        paths: Iterable[str | Path],
+        face: FaceChoice = "largest",
+        fallback: Fallback = "none",
+        batch_size: int = 16,
+    ) -> Iterator[ImageResult]:
+        """Run the pipeline over files in batches; bad files come back with ``error`` set, never raised."""
+        batch: list[tuple[str, np.ndarray]] = []
+
+        def flush() -> Iterator[ImageResult]:
+            if batch:
+                results = self.process_images([img for _, img in batch], face, fallback)
+                for (p, _), faces in zip(batch, results):
+                    yield ImageResult(p, faces, None if faces else NoFaceError(p))
+                batch.clear()
+
+        for path in paths:
+            try:
+                batch.append((str(path), load_image(path, self.max_pixels)))
+            except BadInputError as exc:
+                yield ImageResult(str(path), [], exc)
+                continue
+            if len(batch) >= batch_size:
+                yield from flush()
+        yield from flush()
+
+    def embed_file(self, path: str | Path, face: FaceChoice = "largest") -> list[FaceEmbedding]:
+        """Faces of one image file; raises BadInputError (NoFaceError when no face is found)."""
+        result = next(self.process_paths([path], face))
+        if result.error is not None:
+            raise result.error
+        return result.faces

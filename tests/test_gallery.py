@@ -1,0 +1,96 @@
+"""The gallery store: persistence across processes, one model per gallery, names, edits, search."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from faceverify.errors import GalleryError
+from faceverify.gallery import Enrolment, Gallery, validate_name
+
+MODEL = "test-model@1:abc"
+
+
+def _unit(seed: int, dim: int = 16) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _items(seed: int, n: int = 2) -> list[Enrolment]:
+    return [Enrolment(_unit(seed * 100 + i), f"/img/{seed}_{i}.jpg", f"sha{seed}_{i}") for i in range(n)]
+
+
+def test_enroll_search_and_persist_across_processes(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with Gallery(path, MODEL, 16) as g:
+        assert g.enroll("Alice", _items(1)) == 2
+        assert g.enroll("Bob", _items(2)) == 2
+        assert g.enroll("Alice", _items(1)) == 0  # the same faces again: nothing new
+    code = (
+        "import sys, numpy as np\n"
+        "from faceverify.gallery import Gallery\n"
+        f"g = Gallery(sys.argv[1], {MODEL!r}, 16)\n"
+        "print(';'.join(f'{i.name}={i.embeddings}' for i in g.identities()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Alice=2;Bob=2"
+    with Gallery(path, MODEL, 16) as g:
+        probe = _unit(200) + 0.05 * _unit(999)  # near Bob's first face
+        match = g.best_match(probe / np.linalg.norm(probe))
+        assert match.name == "Bob" and match.second_name == "Alice" and match.score > 0.9
+
+
+def test_another_model_is_refused(tmp_path):
+    path = tmp_path / "g.sqlite"
+    with Gallery(path, MODEL, 16) as g:
+        g.enroll("Alice", _items(1))
+    with pytest.raises(GalleryError, match="never mixed"):
+        Gallery(path, "other-model@1:def", 16)
+
+
+def test_remove_rename_and_stale_index(tmp_path):
+    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+        g.enroll("Alice", _items(1))
+        g.enroll("Bob", _items(2))
+        assert g.best_match(_unit(100)).name == "Alice"
+        g.rename("Alice", "Alice Smith")
+        assert g.best_match(_unit(100)).name == "Alice Smith"  # index follows the database
+        assert g.remove("Alice Smith") == 2
+        assert [i.name for i in g.identities()] == ["Bob"]
+        assert g.best_match(_unit(100)).name == "Bob"
+        with pytest.raises(GalleryError, match="no identity named"):
+            g.remove("Alice")
+        with pytest.raises(GalleryError, match="already exists"):
+            g.enroll("Carol", _items(3))
+            g.rename("Carol", "Bob")
+
+
+def test_empty_gallery_search_is_an_error(tmp_path):
+    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+        with pytest.raises(GalleryError, match="empty"):
+            g.search(_unit(1)[None, :])
+
+
+def test_not_a_gallery_file(tmp_path):
+    bogus = tmp_path / "g.sqlite"
+    bogus.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(GalleryError, match="not a faceverify gallery"):
+        Gallery(bogus, MODEL, 16)
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [("", "empty"), ("   ", "empty"), ("a/b", "path separator"), ("..\\x", "path separator"),
+     ("bad\nname", "control"), ("zero\u200bwidth", "invisible"), ("x" * 200, "longer")],
+)
+def test_bad_names_are_refused(name, problem):
+    with pytest.raises(GalleryError, match=problem):
+        validate_name(name)
+
+
+def test_names_are_normalised():
+    assert validate_name("  Zoë  ") == "Zo\u00eb"
+    assert validate_name("Zo\u0065\u0308") == "Zo\u00eb"  # decomposed form becomes the composed one

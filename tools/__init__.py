@@ -1,0 +1,1 @@
+"""Developer tools: model import, dlib peer pipeline, template fitting."""

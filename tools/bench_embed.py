@@ -1,0 +1,106 @@
+"""Embedding throughput on identical chips: faceverify's Embedder against dlib's compute_face_descriptor.
+
+    python tools/bench_embed.py [--root LFW] [--chips 256] [--rounds 5] [--threads 2] [--batch 32] [--json]
+
+The chips are dlib's own (HOG, 5-point shape, get_face_chip 150 x 150) of the first images of LFW peopleDevTest,
+so both networks see the same input. Rounds alternate between the two (ours, dlib, ours, dlib, ...) after a
+warm-up, and the median faces/second of each is reported with the ratio ours / dlib. The largest descriptor
+difference (cosine) between the two on these chips is printed as a parity check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from faceverify.cli_evaluate import lfw_root_or_fail  # noqa: E402
+from faceverify.embed import Embedder  # noqa: E402
+from faceverify.images import load_image  # noqa: E402
+from faceverify.pairs import lfw_image_dir, lfw_image_path, read_lfw_people  # noqa: E402
+from tools.dlib_peer import DlibPipeline  # noqa: E402
+
+
+def dlib_chips(dlib_pipeline: DlibPipeline, root: Path, count: int) -> np.ndarray:
+    """dlib's chips of the first ``count`` peopleDevTest images (in file order) where HOG finds a face."""
+    images = lfw_image_dir(root)
+    chips: list[np.ndarray] = []
+    for name, n in read_lfw_people(root / "peopleDevTest.txt"):
+        for i in range(1, n + 1):
+            image = load_image(images / lfw_image_path(name, i))
+            shape = dlib_pipeline.shape(image)
+            if shape is not None:
+                chips.append(dlib_pipeline.chip(image, shape))
+            if len(chips) == count:
+                return np.stack(chips)
+    raise SystemExit(f"only {len(chips)} faces found in peopleDevTest, {count} wanted")
+
+
+def faces_per_second(run: Callable[[], np.ndarray], count: int) -> float:
+    start = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, help="LFW root (default: $FACEVERIFY_LFW or the shared copy)")
+    parser.add_argument("--model", help="faceverify model name (default: the shipped default)")
+    parser.add_argument("--chips", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--batch", type=int, default=32, help="our batch size")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    peer = DlibPipeline()
+    chips = dlib_chips(peer, lfw_root_or_fail(args.root), args.chips)
+    embedder = Embedder.load(args.model, "cpu")
+    runners: dict[str, Callable[[], np.ndarray]] = {
+        "faceverify": lambda: embedder.embed(chips, batch_size=args.batch),
+        "dlib": lambda: peer.descriptors(list(chips)),
+    }
+    outputs = {name: run() for name, run in runners.items()}  # warm-up, and the parity check
+    theirs = outputs["dlib"] / np.linalg.norm(outputs["dlib"], axis=1, keepdims=True)
+    worst_cosine = float((outputs["faceverify"] * theirs).sum(1).min())
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(args.rounds):
+        for name, run in runners.items():
+            rates[name].append(faces_per_second(run, len(chips)))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    result = dict(
+        chips=len(chips),
+        rounds=args.rounds,
+        torch_threads=torch.get_num_threads(),
+        batch=args.batch,
+        faces_per_second=median,
+        all_rounds=rates,
+        ratio=median["faceverify"] / median["dlib"],
+        worst_cosine_to_dlib=worst_cosine,
+        machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for name, rate in median.items():
+        print(f"{name:<11} {rate:7.1f} faces/s (median of {args.rounds}: {', '.join(f'{r:.1f}' for r in rates[name])})")
+    print(f"ratio       {result['ratio']:.2f}x (faceverify / dlib), {len(chips)} chips, batch {args.batch}, "
+          f"{result['torch_threads']} torch threads; worst cosine to dlib {worst_cosine:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
