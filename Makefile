@@ -9,7 +9,7 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q --upgrade pip "setuptools>=77"
 	$(VENV)/bin/python -m pip install -q -e '.[dev,peer]'
 	touch $(STAMP)
 

@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_evaluate import evaluate_app
 from .errors import FaceverifyError
 
 EXIT_DIFFERENT = 1
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the gallery of enrolled identities.")
 app.add_typer(gallery_app, name="gallery")
+app.add_typer(evaluate_app, name="evaluate")
 
 
 class FaceOpt(str, Enum):
@@ -134,20 +136,37 @@ def _enroll_folders(fv, store, root: Path, quiet: bool):
 
 @app.command()
 def identify(
-    inputs: List[Path] = typer.Argument(..., help="Images and/or directories."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Images and/or directories (or --source)."),
     gallery: Optional[Path] = GalleryOpt,
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     far: Optional[float] = FarOpt,
     threshold: Optional[float] = ThresholdOpt,
     face: FaceOpt = FaceChoiceOpt,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per image per line."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per image per line (--source: per event)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Camera index (0), video file or stream URL to identify people in."),
+    show: bool = typer.Option(False, "--show", help="--source: show the annotated video in a window (q or Esc stops)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="--source: write the annotated video (.mp4 or .avi)."),
+    realtime: bool = typer.Option(False, "--realtime", help="--source file: read at its frame rate, dropping frames as a camera would."),
 ) -> None:
-    """Name each face against the gallery, or `unknown` below the calibrated threshold."""
+    """Name each face against the gallery, or `unknown` below the calibrated threshold. With --source, follow
+    each person in a camera, video file or stream and name them once confident; Ctrl-C ends it cleanly."""
+    if source is not None and inputs:
+        raise FaceverifyError("give images or --source, not both")
+    if source is None and not inputs:
+        raise FaceverifyError("give images or directories to identify, or --source for a camera or video")
+    if source is None and (show or output is not None or realtime):
+        raise FaceverifyError("--show, --output and --realtime go with --source")
     fv = _verifier(model, device)
     store_path = gallery or _default_gallery()
     if not Path(store_path).exists():
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")
+    if source is not None:
+        from .video import identify_stream
+
+        with fv.open_gallery(store_path) as store:
+            identify_stream(fv, store, source, far, threshold, realtime, show, output, as_json, typer.echo)
+        return
     ok = failed = 0
     with fv.open_gallery(store_path) as store:
         for result in fv.identify(store, inputs, far, threshold, face.value):

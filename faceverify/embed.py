@@ -82,7 +82,7 @@ class Embedder:
         """Load a model by name (default: the shipped default) after checking its weights against the card."""
         card, card_path = resolve_card(name)
         weights_path = card_path.parent / card.weights
-        if not weights_path.exists():
+        if not weights_path.is_file():
             raise ModelError(f"{weights_path}: weights file named by model card {card_path.name} is missing")
         if sha256_file(weights_path) != card.weights_sha256:
             raise ModelError(f"{weights_path}: weights do not match the sha256 recorded in {card_path.name}")
@@ -90,7 +90,14 @@ class Embedder:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelError(f"{weights_path}: unreadable safetensors file ({exc})") from None
-        network = networks.build(card.architecture, card.embedding_size)
+        try:
+            network = networks.build(card.architecture, card.embedding_size)
+        except ModelError as exc:
+            raise ModelError(f"{card_path}: {exc}") from None
+        expected = network.state_dict()
+        for key, tensor in state.items():
+            if key in expected and (tensor.dtype != expected[key].dtype or not bool(torch.isfinite(tensor).all())):
+                raise ModelError(f"{weights_path}: tensor '{key}' is not finite {expected[key].dtype} as expected")
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -139,14 +139,11 @@ def _card_point(card: Card, scored: ScoredPairs) -> dict[str, Any] | None:
     )
 
 
-def _describe(report: dict[str, Any], pipeline: FrontEnd, protocol: str, face: FaceChoice, scored: ScoredPairs) -> None:
+def _describe(report: dict[str, Any], pipeline: FrontEnd, protocol: str, face: FaceChoice, images: int, no_face: int) -> None:
+    """Add what was evaluated, with which model, and how many images had no detected face."""
     report.update(
-        protocol=protocol,
-        model=pipeline.card.name,
-        model_id=pipeline.card.model_id,
-        face=face,
-        images=scored.images,
-        no_face=scored.no_face,
+        protocol=protocol, model=pipeline.card.name, model_id=pipeline.card.model_id, face=face, images=images,
+        no_face=no_face,
     )
 
 
@@ -205,7 +202,7 @@ def evaluate_lfw(
             file=THRESHOLD_FILE, pairs=len(train.pairs), images=train.images, no_face=train.no_face
         )
         report["at_card_threshold"] = _card_point(pipeline.card, scored)
-    _describe(report, pipeline, protocol, face, scored)
+    _describe(report, pipeline, protocol, face, scored.images, scored.no_face)
     _write_outputs(scored, report["threshold"], scores_path, plot_path)
     return report
 
@@ -245,7 +242,7 @@ def evaluate_pairs(
     folds = np.array([p.fold for p in pairs]) if folded else None
     report = verification_report(scored.scores, scored.labels, REPORT_FARS, folds=folds, threshold=threshold)
     report["threshold_source"] = source
-    _describe(report, pipeline, f"pairs:{Path(pair_file).name}", face, scored)
+    _describe(report, pipeline, f"pairs:{Path(pair_file).name}", face, scored.images, scored.no_face)
     _write_outputs(scored, report["threshold"], scores_path, plot_path)
     return report
 
@@ -277,15 +274,8 @@ def evaluate_identification(
     labels = np.array(names)
     sim = vectors[~gallery] @ vectors[gallery].T
     report = open_set_identification(sim, labels[~gallery], labels[gallery], REPORT_FPIRS)
-    report.update(
-        protocol=f"open-set:{IDENTIFICATION_FILE}",
-        model=pipeline.card.name,
-        model_id=pipeline.card.model_id,
-        face=face,
-        gallery=int(gallery.sum()),
-        images=len(paths),
-        no_face=int((~detected).sum()),
-    )
+    report["gallery"] = int(gallery.sum())
+    _describe(report, pipeline, f"open-set:{IDENTIFICATION_FILE}", face, len(paths), int((~detected).sum()))
     return report
 
 

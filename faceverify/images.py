@@ -28,6 +28,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadInputError(path, "no such file")
     if path.is_dir():
         raise BadInputError(path, "is a directory, not an image")
+    if not path.is_file():
+        raise BadInputError(path, "not a regular file (a device, pipe or socket)")
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -53,7 +55,9 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadInputError(path, "not an image file (unrecognised format)") from None
     except PermissionError:
         raise BadInputError(path, "permission denied") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise BadInputError(path, "image too large to decode in the memory available") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on untrusted bytes, the file is bad
         raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
 
 
@@ -71,7 +75,9 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        finite = np.isfinite(arr)
+        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+        arr = np.where(finite, arr, lo)
         grey = np.round((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

@@ -16,6 +16,8 @@ from typing import Any
 from .errors import ModelError
 
 CARD_SCHEMA = 1
+MAX_CARD_BYTES = 4 << 20
+"""Largest model card file read (a card is a few kB; anything far bigger is not a card)."""
 
 
 @dataclass
@@ -68,9 +70,13 @@ class ModelCard:
     def load(cls, path: str | Path) -> "ModelCard":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            if path.stat().st_size > MAX_CARD_BYTES:
+                raise ModelError(f"{path}: model card is larger than {MAX_CARD_BYTES >> 20} MiB")
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelError(f"{path}: unreadable model card ({exc})") from None
+        except RecursionError:
+            raise ModelError(f"{path}: unreadable model card (nested too deeply)") from None
         return cls.from_dict(data, source=str(path))
 
     @classmethod
@@ -94,13 +100,18 @@ class ModelCard:
         def fail(reason: str) -> None:
             raise ModelError(f"{source}: {reason}")
 
-        if self.schema != CARD_SCHEMA:
+        if self.schema != CARD_SCHEMA or isinstance(self.schema, bool):
             fail(f"card schema {self.schema!r} is not supported (expected {CARD_SCHEMA})")
         for key in ("name", "architecture", "weights", "weights_sha256", "version"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 fail(f"'{key}' must be a non-empty string")
-        if "/" in self.weights or "\\" in self.weights or self.weights.startswith("."):
-            fail("'weights' must be a plain file name beside the card")
+        if (
+            any(c in self.weights for c in "/\\:") or self.weights.startswith(".") or not self.weights.isprintable()
+            or not self.weights.endswith(".safetensors")
+        ):
+            fail("'weights' must be a plain .safetensors file name beside the card")
+        if len(self.weights_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.weights_sha256):
+            fail("'weights_sha256' must be 64 lowercase hex digits")
         if not isinstance(self.input_size, int) or not 16 <= self.input_size <= 1024:
             fail("'input_size' must be an integer between 16 and 1024")
         if not isinstance(self.embedding_size, int) or not 2 <= self.embedding_size <= 8192:
@@ -108,12 +119,22 @@ class ModelCard:
         pts = self.template
         if not (isinstance(pts, list) and len(pts) == 5 and all(_is_point(p) for p in pts)):
             fail("'template' must be 5 [x, y] points")
+        if not all(0 <= v <= self.input_size for p in pts for v in p):
+            fail("'template' points must lie inside the input_size crop")
         for key in ("mean", "std"):
             vals = getattr(self, key)
             if not (isinstance(vals, list) and len(vals) == 3 and all(_is_finite(v) for v in vals)):
                 fail(f"'{key}' must be 3 finite numbers")
         if any(v <= 0 for v in self.std):
             fail("'std' must be positive")
+        for key in ("calibration", "provenance", "evaluation"):
+            if not isinstance(getattr(self, key), dict):
+                fail(f"'{key}' must be a JSON object")
+        if not isinstance(self.notes, str):
+            fail("'notes' must be a string")
+        curve = self.calibration.get("far_curve", [])
+        if not (isinstance(curve, list) and all(_is_point(p) and -1 <= p[0] <= 1 and 0 <= p[1] <= 1 for p in curve)):
+            fail("'calibration.far_curve' must be [threshold, FAR] pairs with threshold in [-1, 1] and FAR in [0, 1]")
         if not isinstance(self.thresholds, dict):
             fail("'thresholds' must be a map from FAR to similarity")
         for far, thr in self.thresholds.items():

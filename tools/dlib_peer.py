@@ -104,7 +104,8 @@ def score_pairs(root: Path, protocol: str, out: Path, limit: int | None = None) 
             missed += score == ""
             writer.writerow([pair.path_a.as_posix(), pair.path_b.as_posix(), int(pair.same), score])
     faceless = sum(v is None for v in cache.values())
-    print(f"{len(pairs)} pairs -> {out}; dlib found no face in {faceless} of {len(cache)} images ({missed} pairs unscored)")
+    print(f"{len(pairs)} pairs -> {out}; dlib found no face in {faceless} of {len(cache)} images "
+          f"({missed} pairs unscored)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,14 +115,14 @@ def collect(
                 skipped["MTCNN found no face"] += 1
                 continue
             face = select_faces(faces, img.shape, "largest")[0]
-            r = shape.rect
-            offset = np.hypot((face.box[0] + face.box[2]) / 2 - r.dcenter().x, (face.box[1] + face.box[3]) / 2 - r.dcenter().y)
-            if offset > MAX_CENTRE_OFFSET * r.width():
+            centre = shape.rect.dcenter()
+            offset = np.hypot((face.box[0] + face.box[2]) / 2 - centre.x, (face.box[1] + face.box[3]) / 2 - centre.y)
+            if offset > MAX_CENTRE_OFFSET * shape.rect.width():
                 skipped["dlib and MTCNN chose different faces"] += 1
                 continue
             to_image, error = chip_to_image(img.shape, shape)
             if error > MAX_CHIP_FIT_ERROR:
-                skipped["chip transform not affine"] += 1
+                skipped["chip transform not recovered"] += 1
                 continue
             samples.append(Sample(path, shape, face.landmarks.astype(np.float64), invert_affine(to_image)))
     return samples
@@ -173,8 +173,9 @@ def check(
 
 def interpolation_floor(samples: list[Sample], images: list[np.ndarray], chips: np.ndarray) -> np.ndarray:
     """Pixel MAD between dlib's chips and dlib's own transform rendered by OpenCV: only interpolation differs."""
-    warped = [cv2.warpAffine(img, s.to_chip, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR) for img, s in zip(images, samples)]
-    return np.abs(np.stack(warped).astype(np.float64) - chips).mean(axis=(1, 2, 3))
+    size = (CHIP_SIZE, CHIP_SIZE)
+    warped = np.stack([cv2.warpAffine(img, s.to_chip, size, flags=cv2.INTER_LINEAR) for img, s in zip(images, samples)])
+    return np.abs(warped.astype(np.float64) - chips).mean(axis=(1, 2, 3))
 
 
 def embedder_check(card_path: Path, crops: np.ndarray, chips: np.ndarray, reference: np.ndarray) -> dict | None:
@@ -188,6 +189,16 @@ def embedder_check(card_path: Path, crops: np.ndarray, chips: np.ndarray, refere
     on_crops = (embedder.embed(crops) * ref).sum(1)
     on_chips = (embedder.embed(chips) * ref).sum(1)
     return {"our_model_on_our_crop": on_crops, "our_model_on_dlib_chip": on_chips}
+
+
+def write_card(path: Path, template: np.ndarray, record: dict) -> None:
+    """Set the card's template and its ``template_fit`` provenance; the card is re-read first, so that fields
+    others changed meanwhile are kept."""
+    card = ModelCard.load(path)
+    card.template = [[round(float(x), 3), round(float(y), 3)] for x, y in template]
+    card.provenance["template_fit"] = record
+    card.validate(str(path))
+    card.save(path)
 
 
 def wait_for(path: Path, minutes: float, poll_s: float = 60.0) -> bool:
@@ -234,10 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     template = fit["template"]
 
     print(f"fit: {len(samples)} of {min(args.limit, len(paths))} DevTrain images; skipped: {dict(skipped) or 'none'}")
-    print(f"{'point':<12} {'mean x':>8} {'mean y':>8} {'median x':>9} {'median y':>9} {'std x':>6} {'std y':>6} {'resid':>6}")
+    print(f"{'point':<12} {'mean x':>8} {'mean y':>8} {'median x':>9} {'median y':>9} {'std x':>6} {'std y':>6} "
+          f"{'resid':>6}")
     for k, name in enumerate(POINTS):
-        print(f"{name:<12} {template[k, 0]:8.3f} {template[k, 1]:8.3f} {fit['median'][k, 0]:9.3f} {fit['median'][k, 1]:9.3f} "
-              f"{fit['std'][k, 0]:6.2f} {fit['std'][k, 1]:6.2f} {fit['residual_per_point'][k]:6.2f}")
+        (mx, my), (dx, dy), (sx, sy) = template[k], fit["median"][k], fit["std"][k]
+        print(f"{name:<12} {mx:8.3f} {my:8.3f} {dx:9.3f} {dy:9.3f} {sx:6.2f} {sy:6.2f} {fit['residual_per_point'][k]:6.2f}")
     print(f"residual (mean distance of mapped MTCNN points to the template): {fit['residual']:.3f} chip px")
     print(f"mean minus median: max {np.abs(template - fit['median']).max():.3f} px")
     print(f"misalignment on the fit images (align_face's warp vs dlib's, chip px): {fmt(fit['misalignment'])}")
@@ -271,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.card} did not appear within {args.wait_minutes:g} minutes: template not written")
         return 1
 
-    card.template = [[round(float(x), 3), round(float(y), 3)] for x, y in template]
-    card.provenance["template_fit"] = {
+    ours = embedder_check(args.card, crops["fitted"], chips, reference)
+    for key, values in (ours or {}).items():
+        print(f"  {'our model, ' + key:<45} {fmt(values)}")
+        check_record[f"cosine_to_dlib_descriptor_{key}"] = summary(values)
+
+    record = {
         "command": shlex.join(["python", "tools/fit_dlib_template.py", *(sys.argv[1:] if argv is None else argv)]),
         "data": "LFW DevTrain: first image of each person in peopleDevTrain.txt order",
         "images": len(samples),
@@ -283,16 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         "point_std_px": [[round(float(x), 3), round(float(y), 3)] for x, y in fit["std"]],
         "check": check_record,
     }
-    card.validate(str(args.card))
-    card.save(args.card)
+    write_card(args.card, template, record)
     print(f"template written to {args.card}")
-
-    ours = embedder_check(args.card, crops["fitted"], chips, reference)
-    if ours is not None:
-        for key, values in ours.items():
-            print(f"  our model: cosine to dlib's descriptor, {key:<24} {fmt(values)}")
-            check_record[f"cosine_to_dlib_descriptor_{key}"] = summary(values)
-        card.save(args.card)
     return 0
 
 

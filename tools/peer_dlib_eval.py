@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -54,7 +54,6 @@ class PeerCard:
     name: str
     model_id: str
     embedding_size: int = 128
-    thresholds: dict[str, float] = field(default_factory=dict)
 
     def threshold_for(self, far: float) -> float:
         raise ModelError(f"{self.name} has no calibrated thresholds")

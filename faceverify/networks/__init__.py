@@ -35,4 +35,4 @@ def names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import dlib_resnet  # noqa: F401  (registers itself)
+    from . import dlib_resnet, mobilefacenet  # noqa: F401  (register themselves)

@@ -1,0 +1,135 @@
+"""`faceverify prepare`, `faceverify train` and `faceverify export-model`: training on identity folders.
+
+A typer app whose commands join the main CLI at the top level (``app.add_typer(train_app)``). Heavy imports
+happen inside the commands so that `faceverify --help` stays fast; errors are FaceverifyError for
+:func:`faceverify.cli.run` to report as one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+
+from .errors import FaceverifyError
+
+train_app = typer.Typer(no_args_is_help=True, help="Prepare face caches, train embedding networks, export them.")
+
+
+class PrepareFace(str, Enum):
+    center = "center"
+    largest = "largest"
+
+
+@contextmanager
+def _bar(label: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr (silent when stderr is not a terminal); yields ``advance(n)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=quiet or not sys.stderr.isatty()) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@train_app.command()
+def prepare(
+    data: Path = typer.Argument(..., help="Identity folders (DATA/<identity>/*.jpg), or an LFW root with --people/--pairs."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache directory (default: <user cache>/faces/<DATA name>)."),
+    people: Optional[Path] = typer.Option(None, "--people", help="LFW people file selecting identities (e.g. peopleDevTrain.txt)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="LFW pairs file: cache the images it names (evaluation only)."),
+    size: Optional[List[int]] = typer.Option(None, "--size", help="Crop size(s) to write (default: 150 and 112)."),
+    reference: Optional[str] = typer.Option(None, "--template-from", help="Model whose template is scaled to each size (default: the default model)."),
+    face: PrepareFace = typer.Option(PrepareFace.center, "--face", help="Face an image stands for: nearest the centre (as `evaluate lfw`) or largest."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Detector processes (0: in this process; default 0 with CUDA, else min(4, CPUs))."),
+    chunk_size: int = typer.Option(256, "--chunk-size", help="Images per resumable chunk."),
+    device: Optional[str] = typer.Option(None, "--device", help="Detector device (default: CUDA when available)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the cache summary as JSON."),
+) -> None:
+    """Detect and align every face once (the shipped front end) into a memory-mapped cache; resumable."""
+    from .pairs import lfw_image_dir
+    from .train.prepare import (
+        DEFAULT_SIZES,
+        NO_FACE,
+        UNREADABLE,
+        default_cache_root,
+        default_workers,
+        list_identity_folders,
+        list_lfw_pairs,
+        list_lfw_people,
+        prepare as run_prepare,
+        scaled_geometries,
+    )
+
+    if people is not None and pairs is not None:
+        raise FaceverifyError("give --people or --pairs, not both")
+    if people is not None:
+        listing, selection, stem = list_lfw_people(lfw_image_dir(data), people), f"people:{people.name}", people.stem
+    elif pairs is not None:
+        listing, selection, stem = list_lfw_pairs(lfw_image_dir(data), pairs), f"pairs:{pairs.name}", pairs.stem
+    else:
+        listing, selection, stem = list_identity_folders(data), "identity folders", "folders"
+    out = out or default_cache_root() / f"{data.resolve().name}-{stem}"
+    geometries = scaled_geometries(size or DEFAULT_SIZES, reference)
+    workers = default_workers() if workers is None else workers
+    with _bar("preparing faces", len(listing.paths), as_json) as advance:
+        cache = run_prepare(listing, out, geometries, face.value, workers, chunk_size, device, advance, selection)
+    summary = dict(
+        cache=str(out), images=len(cache.paths), identities=len(cache.names),
+        no_face=int((cache.status == NO_FACE).sum()), unreadable=int((cache.status == UNREADABLE).sum()),
+        sizes=sorted(cache.geometries),
+    )
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"{summary['images']} images of {summary['identities']} identities in {out} "
+                   f"({summary['no_face']} without a face: centre crop, flagged; {summary['unreadable']} unreadable)")
+
+
+@train_app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (.toml or .json), e.g. configs/mobilefacenet-lfw.toml."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override one value, e.g. --set run.epochs=2 (repeatable)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Identity folders to train on (sets data.images; prepared once, cached)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+) -> None:
+    """Train an embedding network on a prepared face cache; several GPUs: torchrun --nproc_per_node N $(which faceverify) train ..."""
+    from .train.config import load_config
+    from .train.loop import train as run_training
+
+    extra = [f"data.images={json.dumps(str(data))}"] if data is not None else []
+    cfg = load_config(config, [*(overrides or []), *extra])
+    result = run_training(cfg, resume=resume, echo=typer.echo)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    best = result["best_score"]
+    typer.echo(f"trained {result['epoch']} epoch(s), {result['global_step']} steps; best validation accuracy "
+               f"{'n/a' if best is None else f'{best:.4f}'}; checkpoints in {result['out']}/checkpoints")
+
+
+@train_app.command("export-model")
+def export_model(
+    run: Path = typer.Argument(..., help="A training run directory (run.out of its config)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the config's name)."),
+    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="LFW root for DevTrain/DevTest figures (default: $FACEVERIFY_LFW or the shared copy)."),
+    no_lfw: bool = typer.Option(False, "--no-lfw", help="Skip the LFW figures."),
+    cache: Optional[List[Path]] = typer.Option(None, "--cache", help="Extra face caches for evaluation images (e.g. the pairsDevTest cache)."),
+    notes: str = typer.Option("", "--notes", help="Text for the card's notes: what this model is and is not."),
+    device: Optional[str] = typer.Option(None, "--device", help="torch device (default: CUDA when available)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
+) -> None:
+    """Write the run's best checkpoint as <models>/<name>.safetensors with a calibrated, evaluated model card."""
+    from .pairs import find_lfw_root
+    from .train.export import export_run
+
+    lfw = None if no_lfw else find_lfw_root(root)
+    card_path = export_run(run, name, models, lfw, cache or [], device, force, notes, progress=typer.echo)
+    typer.echo(f"exported {card_path} (not made the default: edit models/DEFAULT to choose it)")

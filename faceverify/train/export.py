@@ -1,0 +1,131 @@
+"""Export: a run's best checkpoint becomes ``<models>/<name>.safetensors`` plus its model card.
+
+The card records the data, configuration, losses and epochs; thresholds calibrated with
+:mod:`faceverify.calibrate` on every pair of the training cache (LFW DevTrain for the shipped configs: these
+identities were *seen in training*, so the thresholds are optimistic and the card says so); and, when LFW is
+available, DevTrain and DevTest figures from :func:`faceverify.evaluate.evaluate_lfw`, with the DevTest FAR
+actually measured at the calibrated FAR=1e-3 threshold.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .. import networks
+from ..cache import embed_paths
+from ..calibrate import CALIBRATION_FARS, all_pair_scores, calibrate_scores
+from ..embed import Embedder, models_dir, sha256_file
+from ..errors import FaceverifyError
+from ..modelcard import ModelCard
+from .config import config_from_dict, expand
+from .prepare import UNREADABLE, FaceCache
+from .validate import CachedFrontEnd
+
+REPORT_KEYS = ("accuracy", "threshold", "threshold_source", "auc", "eer", "tar_at_far", "pairs", "images", "no_face",
+               "at_card_threshold")
+
+
+def load_best(run_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The best checkpoint's metadata and network weights."""
+    base = run_dir / "checkpoints" / "best"
+    try:
+        meta = json.loads(Path(str(base) + ".json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FaceverifyError(f"{run_dir}: no best checkpoint ({exc})") from None
+    tensors = load_file(str(base) + ".safetensors")
+    return meta, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def calibrate_on_cache(front: CachedFrontEnd, cache: FaceCache) -> tuple[dict[str, float], dict[str, Any]]:
+    """Thresholds for the FARs the cache's impostor pairs can support, from every pair of its usable images."""
+    usable = np.flatnonzero(cache.status != UNREADABLE)
+    paths = [cache.absolute_paths()[i] for i in usable]
+    vectors, detected = embed_paths(front, paths, cache.face)  # type: ignore[arg-type]
+    genuine, impostor = all_pair_scores(vectors, cache.labels[usable])
+    fars = [f for f in CALIBRATION_FARS if impostor.size * f >= 1]
+    if not fars or genuine.size == 0:
+        return {}, dict(skipped=f"{genuine.size} genuine and {impostor.size} impostor pairs are too few to calibrate")
+    thresholds, record = calibrate_scores(genuine, impostor, fars)
+    record.update(
+        data=f"face cache {cache.meta['selection']} ({cache.meta['root']}): all same-identity pairs genuine, all "
+             "cross-identity pairs impostors; these identities were seen in training, so the thresholds are "
+             "optimistic (see evaluation.lfw_devtest.at_card_threshold for the FAR measured on unseen people)",
+        images=len(paths), identities=int(len(np.unique(cache.labels[usable]))), no_face=int((~detected).sum()),
+        face_choice=cache.face, date=_dt.date.today().isoformat(),
+    )
+    return thresholds, record
+
+
+def export_run(
+    run_dir: Path,
+    name: str | None = None,
+    directory: Path | None = None,
+    lfw_root: Path | None = None,
+    extra_caches: Sequence[Path] = (),
+    device: str | None = None,
+    force: bool = False,
+    notes: str = "",
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> Path:
+    """Write the best checkpoint of ``run_dir`` as model ``name`` (default: the run's name); returns the card path."""
+    meta, weights = load_best(run_dir)
+    cfg = config_from_dict(meta["config"])
+    name = name or cfg.name
+    directory = directory or models_dir()
+    card_path, weights_path = directory / f"{name}.json", directory / f"{name}.safetensors"
+    if not force and (card_path.exists() or weights_path.exists()):
+        raise FaceverifyError(f"{card_path} exists: choose another --name or pass --force")
+    network = networks.build(cfg.model.architecture, cfg.model.embedding_size)
+    network.load_state_dict(weights, strict=True)
+    cache = FaceCache(expand(cfg.data.cache))
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(weights_path))
+    base, state, report = meta["card"], meta["state"], meta.get("validation")
+    losses = [
+        dict(type=s["type"], weight=s["weight"], **({"margin": s["margin"]} if s["type"] == "triplet" else {"temperature": s["temperature"]}))
+        for s in meta["config"]["objective"]["losses"]
+    ]
+    card = ModelCard(
+        name=name, architecture=cfg.model.architecture, input_size=base["input_size"], template=base["template"],
+        mean=base["mean"], std=base["std"], embedding_size=cfg.model.embedding_size, weights=weights_path.name,
+        weights_sha256=sha256_file(weights_path), notes=notes,
+        provenance=dict(
+            trained_by="faceverify train", run=str(run_dir), init=cfg.model.init or "random (trained from scratch)",
+            data=dict(cache=cfg.data.cache, selection=cache.meta["selection"], root=cache.meta["root"],
+                      images=len(cache.paths), identities=len(cache.names)),
+            losses=losses, miner=cfg.objective.miner, memory_size=cfg.objective.memory_size,
+            epochs_run=state["epoch"], best_epoch=None if state["best_epoch"] is None else state["best_epoch"] + 1,
+            checkpoint_selection="no validation: the last epoch" if report is None else
+            f"best validation accuracy at an epoch end ({report['protocol']}: {report['accuracy']:.4f})",
+            config=meta["config"],
+        ),
+    )
+    front = CachedFrontEnd(Embedder(card, network, torch.device(device) if device else _device()),
+                           [cache, *(FaceCache(p) for p in extra_caches)])
+    progress("calibrating thresholds on the training cache")
+    card.thresholds, card.calibration = calibrate_on_cache(front, cache)
+    if lfw_root is not None:
+        from ..evaluate import evaluate_lfw
+
+        for protocol in ("devtrain", "devtest"):
+            progress(f"evaluating on LFW {protocol}")
+            report = evaluate_lfw(front, lfw_root, protocol, face=cache.face)
+            card.evaluation[f"lfw_{protocol}"] = {k: report[k] for k in REPORT_KEYS if k in report}
+        card.evaluation["note"] = ("LFW View 1: trained on peopleDevTrain identities, threshold chosen on pairsDevTrain, "
+                                   "reported on pairsDevTest (disjoint people)")
+    card.validate(str(card_path))
+    card.save(card_path)
+    return card_path
+
+
+def _device() -> torch.device:
+    from ..detect import pick_device
+
+    return pick_device()

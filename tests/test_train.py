@@ -1,0 +1,410 @@
+"""Training pipeline: face cache, sampler, augmentation, losses and miners, resume, DDP, export round-trip.
+
+Wiring tests use a synthetic identity-folder data set (smooth colour patterns per identity), a stand-in
+detector and a tiny registered network so that they run in seconds; the real backbones get a forward/backward
+smoke test and the real front end one crop-parity check on LFW.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from faceverify import networks
+from faceverify.align import center_crop
+from faceverify.detect import Face
+from faceverify.train.config import AugmentConfig, LossConfig, ObjectiveConfig, config_from_dict, load_config
+from faceverify.train.data import BatchAugment, IdentityBatches, TrainImages
+from faceverify.train.objective import Objective, batch_statistics, build_miner
+from faceverify.train.prepare import FACE, NO_FACE, UNREADABLE, FaceCache, list_identity_folders, prepare, scaled_geometries
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+TINY_NET = '''
+import torch
+from torch import nn
+from faceverify.networks import register
+
+
+@register("tiny_test_net")
+class TinyNet(nn.Module):
+    """Two strided convolutions and a linear embedding: enough to exercise the training pipeline."""
+
+    def __init__(self, embedding_size: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.fc = nn.Linear(16, embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(self.stem(x)).mean(dim=(2, 3)))
+
+    def stage_groups(self) -> list[list[nn.Parameter]]:
+        return [list(m.parameters()) for m in (self.stem, self.body, self.fc)]
+'''
+exec(compile(TINY_NET, "tiny_test_net", "exec"))
+
+
+class StandInDetector:
+    """Returns one face whose landmarks are the template scaled to the image (none for files named nf_*)."""
+
+    def __init__(self, template: list[list[float]], size: int):
+        self.landmarks = np.asarray(template, np.float32)
+        self.size = size
+        self.calls = 0
+        self.blank: set[int] = set()
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        self.calls += 1
+        out = []
+        for img in images:
+            if int(img[0, 0, 0]) == 0 and int(img[0, 0, 1]) == 255:  # marker pixel: "no face here"
+                out.append([])
+                continue
+            k = img.shape[1] / self.size
+            out.append([Face(np.array([0, 0, img.shape[1], img.shape[0]], np.float32), 0.99, self.landmarks * k)])
+        return out
+
+
+def _write_dataset(root: Path, identities: int = 6, per_identity: int = 6, singletons: int = 4) -> None:
+    """Identity folders of 48 x 48 PNGs: a smooth colour pattern per identity plus per-image noise."""
+    rng = np.random.default_rng(0)
+    for k in range(identities + singletons):
+        folder = root / f"person_{k:02d}"
+        folder.mkdir(parents=True)
+        base = np.kron(rng.uniform(30, 225, (4, 4, 3)), np.ones((12, 12, 1)))
+        for i in range(per_identity if k < identities else 1):
+            img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+            if k == 0 and i == 1:
+                img[0, 0] = (0, 255, 0)  # the stand-in detector finds no face here
+            Image.fromarray(img).save(folder / f"img_{i}.png")
+    (root / "person_01" / "broken.png").write_bytes(b"not an image")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    _write_dataset(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def geometry():
+    return scaled_geometries([SIZE])
+
+
+@pytest.fixture(scope="module")
+def cache(dataset: Path, geometry, tmp_path_factory) -> FaceCache:
+    out = tmp_path_factory.mktemp("cache")
+    return prepare(list_identity_folders(dataset), out, geometry, chunk_size=8,
+                   detector=StandInDetector(geometry[0].template, 48))  # type: ignore[arg-type]
+
+
+def tiny_config(cache_dir: Path, out: Path, **sections) -> dict:
+    cfg = dict(
+        name="tiny-test", seed=3,
+        data=dict(cache=str(cache_dir), batch_size=12, m_per_class=3, singletons_per_batch=3),
+        model=dict(architecture="tiny_test_net", embedding_size=16, input_size=SIZE),
+        objective=dict(miner="semihard", memory_size=32,
+                       losses=[dict(type="triplet", margin=0.2), dict(type="supcon", weight=0.5, temperature=0.1)]),
+        optim=dict(lr=3e-3, warmup_steps=2, body_lr_scale=0.5),
+        run=dict(out=str(out), epochs=2, steps_per_epoch=3, log_every=1),
+        validation=dict(lfw_root="none"),
+    )
+    for key, value in sections.items():
+        cfg[key].update(value)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_prepare_flags_and_resumes(dataset: Path, geometry, cache: FaceCache, tmp_path: Path):
+    listing = list_identity_folders(dataset)
+    assert len(cache.paths) == len(listing.paths) == 41 and cache.complete
+    status = dict(zip(cache.paths, cache.status))
+    assert status["person_01/broken.png"] == UNREADABLE
+    assert status["person_00/img_1.png"] == NO_FACE
+    assert (cache.status == FACE).sum() == 39
+    crops = cache.crops(SIZE)
+    assert crops.shape == (41, SIZE, SIZE, 3) and crops.dtype == np.uint8
+    no_face = cache.paths.index("person_00/img_1.png")
+    image = np.asarray(Image.open(dataset / "person_00" / "img_1.png").convert("RGB"))
+    assert np.array_equal(crops[no_face], center_crop(image, SIZE))
+    # interrupted after the first chunk: a re-run redoes only the rest, and a complete cache is left alone
+    out = tmp_path / "partial"
+    detector = StandInDetector(geometry[0].template, 48)
+    prepare(listing, out, geometry, chunk_size=8, detector=detector)  # type: ignore[arg-type]
+    (out / "done.json").write_text("[0]")
+    detector.calls = 0
+    again = prepare(listing, out, geometry, chunk_size=8, detector=detector)  # type: ignore[arg-type]
+    assert detector.calls == 5 and again.complete
+    assert np.array_equal(again.crops(SIZE), crops)
+    detector.calls = 0
+    prepare(listing, out, geometry, chunk_size=8, detector=detector)  # type: ignore[arg-type]
+    assert detector.calls == 0
+
+
+def test_prepared_crops_match_the_pipeline(lfw_image):
+    """The cache's crops are the product's: same detector, face choice, template and alignment."""
+    from faceverify.detect import Detector, select_faces
+    from faceverify.images import load_image
+    from faceverify.pipeline import FacePipeline
+    from faceverify.train.prepare import process_chunk
+
+    files = [lfw_image("Aaron_Peirsol", 1), lfw_image("Abdullah_Gul", 2)]
+    detector = Detector("cpu")
+    result = process_chunk([str(f) for f in files], scaled_geometries([150]), "center", detector)
+    pipeline = FacePipeline("dlib-resnet-v1", "cpu", detector=detector)
+    images = [load_image(f) for f in files]
+    for k, (image, faces) in enumerate(zip(images, detector.detect(images))):  # the same batch as the chunk's
+        chosen = select_faces(faces, image.shape, "center")
+        assert result.status[k] == FACE and np.allclose(result.landmarks[k], chosen[0].landmarks)
+        assert np.array_equal(result.crops[150][k], pipeline.align(image, chosen)[0])
+
+
+def test_batches_hold_m_per_class_plus_singletons(cache: FaceCache):
+    images = TrainImages(cache, SIZE)
+    batches = IdentityBatches(images.labels, 12, 3, 3, seed=1, steps_per_epoch=5)
+    plan = batches.epoch(0)
+    counts = np.bincount(images.labels)
+    assert plan.shape == (5, 12)
+    for rows in plan:
+        identities, per = np.unique(images.labels[rows[:9]], return_counts=True)
+        assert len(identities) == 3 and (per == 3).all() and (counts[identities] >= 2).all()
+        assert (counts[images.labels[rows[9:]]] == 1).all()
+    assert np.array_equal(plan, batches.epoch(0)) and not np.array_equal(plan, batches.epoch(1))
+    other_rank = IdentityBatches(images.labels, 12, 3, 3, seed=1, rank=1, world_size=2, steps_per_epoch=5)
+    assert not np.array_equal(plan, other_rank.epoch(0))
+
+
+def test_augmentation_on_the_batch(cache: FaceCache):
+    crops = torch.from_numpy(np.array(cache.crops(SIZE)[:8]))
+    mean, std = (127.5,) * 3, (128.0,) * 3
+    off = AugmentConfig(flip=0, scale=0, shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale=0,
+                        blur=0, erase=0)
+    plain = BatchAugment(off, mean, std, torch.Generator().manual_seed(0))
+    assert torch.allclose(plain(crops), plain.normalise(crops), atol=1e-3)  # identity geometry is exact
+    on = AugmentConfig(blur=1.0, erase=1.0, grayscale=0.5)
+    a = BatchAugment(on, mean, std, torch.Generator().manual_seed(5))(crops)
+    b = BatchAugment(on, mean, std, torch.Generator().manual_seed(5))(crops)
+    assert a.shape == (8, 3, SIZE, SIZE) and torch.isfinite(a).all() and torch.equal(a, b)
+    assert (a == 0).all(1).flatten(1).any(1).all()  # every sample has an erased rectangle (the mean colour, 0)
+    mirrored = BatchAugment(replace(off, flip=1.0), mean, std, torch.Generator().manual_seed(0))
+    assert torch.allclose(mirrored(crops), plain.normalise(crops).flip(-1), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------- objective
+
+
+def _toy_clusters(n_classes: int = 6, per_class: int = 4, dim: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_classes, dim, generator=g) * 3
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    return centres[labels] + torch.randn(len(labels), dim, generator=g), labels
+
+
+@pytest.mark.parametrize("memory_size", [0, 48])
+def test_loss_falls_on_a_separable_toy_set(memory_size: int):
+    torch.manual_seed(0)
+    x, labels = _toy_clusters()
+    cfg = ObjectiveConfig(losses=[LossConfig("triplet", 1.0, 0.2), LossConfig("supcon", 1.0, temperature=0.1)],
+                          miner="batch_hard", memory_size=memory_size)
+    objective = Objective(cfg, 16)
+    head = nn.Linear(8, 16)
+    opt = torch.optim.Adam(head.parameters(), lr=0.02)
+    history = []
+    for _ in range(40):
+        loss, stats = objective(head(x), labels)
+        history.append(stats)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert history[0]["loss_triplet"] > 0.05 and history[-1]["loss_triplet"] < 0.01
+    if not memory_size:  # with 3 positives per anchor SupCon cannot go below log 3 (a memory adds positives)
+        assert history[0]["loss_supcon"] > np.log(3) + 0.5 and history[-1]["loss_supcon"] < np.log(3) + 0.1
+    assert stats["pos_cos"] > stats["neg_cos"] + 0.5 and stats["active"] < history[0]["active"]
+
+
+@pytest.mark.parametrize("miner", ["semihard", "hard", "batch_hard", "multi_similarity"])
+def test_mined_tuples_are_hard(miner: str):
+    z, labels = _toy_clusters(seed=1)
+    z = torch.nn.functional.normalize(z + 2 * torch.randn_like(z), dim=1)
+    sim = z @ z.T
+    same = labels[:, None] == labels[None, :]
+    margin = 0.2
+    mined = build_miner(ObjectiveConfig(miner=miner, miner_margin=margin))(z, labels)
+    if miner == "multi_similarity":
+        a1, p, a2, n = mined
+        assert len(a1) and len(a2)
+        # a positive is kept only if it is less similar than the anchor's hardest negative + epsilon, and vice versa
+        hardest_neg = torch.where(~same, sim, torch.tensor(-2.0)).max(1).values
+        hardest_pos = torch.where(same & ~torch.eye(len(z), dtype=torch.bool), sim, torch.tensor(2.0)).min(1).values
+        assert (sim[a1, p] - 0.1 < hardest_neg[a1]).all() and (sim[a2, n] + 0.1 > hardest_pos[a2]).all()
+        return
+    a, p, n = mined
+    assert len(a) > 0 and (labels[a] == labels[p]).all() and (labels[a] != labels[n]).all() and (a != p).all()
+    gap = sim[a, p] - sim[a, n]  # how much closer the positive is than the negative
+    if miner == "batch_hard":
+        pos = torch.where(same & ~torch.eye(len(z), dtype=torch.bool), sim, torch.tensor(2.0))
+        neg = torch.where(~same, sim, torch.tensor(-2.0))
+        assert torch.allclose(sim[a, p], pos.min(1).values[a]) and torch.allclose(sim[a, n], neg.max(1).values[a])
+        return
+    valid = same[:, :, None] & ~torch.eye(len(z), dtype=torch.bool)[:, :, None] & ~same[:, None, :]
+    all_gaps = sim[:, :, None] - sim[:, None, :]
+    if miner == "semihard":
+        assert ((gap > 0) & (gap <= margin)).all()
+        assert len(a) == int((valid & (all_gaps > 0) & (all_gaps <= margin)).sum())
+    else:
+        assert (gap <= 0).all() and len(a) == int((valid & (all_gaps <= 0)).sum())
+
+
+def test_statistics_show_collapse():
+    labels = torch.arange(4).repeat_interleave(3)
+    collapsed = batch_statistics(torch.ones(12, 8), labels, 0.2, None)
+    assert collapsed["dim_std"] < 1e-6 and collapsed["neg_cos"] > 0.999 and collapsed["active"] == 1.0
+    spread = batch_statistics(torch.eye(12)[:, :12], labels, 0.2, None)
+    assert spread["neg_cos"] == pytest.approx(0.0) and spread["dim_std"] > 0.2
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+def test_resume_continues_exactly(cache: FaceCache, tmp_path: Path):
+    from faceverify.train.loop import Trainer
+
+    straight = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "a")), echo=lambda _m: None)
+    straight.run(stop_after=5, progress=False)  # crosses the epoch boundary (3 steps per epoch)
+    first = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "b")), echo=lambda _m: None)
+    first.run(stop_after=2, progress=False)
+    second = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "b")), echo=lambda _m: None)
+    assert second.resume() and second.state.global_step == 2
+    second.run(stop_after=5, progress=False)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a) and any("memory" in k for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    meta_a = json.loads((tmp_path / "a" / "checkpoints" / "last.json").read_text())
+    meta_b = json.loads((tmp_path / "b" / "checkpoints" / "last.json").read_text())
+    assert meta_a["state"] == meta_b["state"] and meta_a["memory"] == meta_b["memory"]
+    steps = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "active", "dim_std", "neg_cos", "images_per_s", "lr"} <= set(steps[0])
+
+
+def test_ddp_with_two_cpu_processes(cache: FaceCache, tmp_path: Path):
+    """torchrun with two gloo processes: each rank trains on its own batches and ends with the same weights."""
+    script = tmp_path / "ddp_child.py"
+    script.write_text(TINY_NET + textwrap.dedent('''
+        import os, sys
+        import torch.distributed as dist
+        from safetensors.torch import save_file
+        from faceverify.train.config import load_config
+        from faceverify.train.loop import Trainer, init_distributed, weights_of
+
+        info = init_distributed()
+        trainer = Trainer(load_config(sys.argv[1]), info, echo=lambda _m: None)
+        trainer.run(progress=False)
+        save_file(weights_of(trainer.network), sys.argv[2] + f"/rank{info.rank}.safetensors")
+        dist.destroy_process_group()
+    '''))
+    config = tmp_path / "ddp.json"
+    config.write_text(json.dumps(tiny_config(cache.dir, tmp_path / "run", run=dict(epochs=1, steps_per_epoch=2),
+                                             objective=dict(memory_size=0))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(config), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert meta["world_size"] == 2 and meta["state"]["global_step"] == 2
+
+
+def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, dataset: Path):
+    """Validation picks the best epoch on a folded pair file; the export reloads through Embedder unchanged."""
+    from safetensors.torch import load_file
+
+    from faceverify.embed import Embedder
+    from faceverify.train.export import export_run
+    from faceverify.train.loop import train
+
+    rows = [f"person_0{k}/img_0.png\tperson_0{k}/img_{j}.png\t1\t{j % 2}" for k in range(2, 6) for j in (2, 3)]
+    rows += [f"person_0{k}/img_0.png\tperson_0{k + 1}/img_2.png\t0\t{k % 2}" for k in range(2, 5)]
+    rows += ["person_02/img_4.png\tperson_05/img_4.png\t0\t1"]
+    pairs = dataset / "pairs.txt"  # beside the images: relative paths in a pair file start at its directory
+    pairs.write_text("\n".join(rows) + "\n")
+    cfg = config_from_dict(tiny_config(cache.dir, tmp_path / "run", validation=dict(lfw_root="none", pairs=str(pairs))))
+    result = train(cfg, echo=lambda _m: None)
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert best["validation"]["protocol"] == "pairs:pairs.txt" and result["best_epoch"] == best["state"]["best_epoch"]
+    monkeypatch.setenv("FACEVERIFY_MODELS", str(tmp_path / "models"))
+    card_path = export_run(tmp_path / "run", "tiny-exported", lfw_root=None, device="cpu", notes="test model")
+    card = json.loads(card_path.read_text())
+    assert card["thresholds"] and card["provenance"]["init"].startswith("random")
+    embedder = Embedder.load("tiny-exported", "cpu")
+    network = networks.build("tiny_test_net", 16)
+    network.load_state_dict({k[6:]: v for k, v in load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors")).items()})
+    crops = np.array(cache.crops(SIZE)[:10])
+    with torch.no_grad():
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        expected = torch.nn.functional.normalize(network.eval()(x), dim=1).numpy()
+    assert np.allclose(embedder.embed(crops), expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- backbones
+
+
+@pytest.mark.parametrize("name,size,batch", [("mobilefacenet", 112, 4), ("dlib_resnet_v1", 150, 2)])
+def test_backbone_forward_backward(name: str, size: int, batch: int):
+    torch.manual_seed(0)
+    net = networks.build(name, 128).train()
+    out = net(torch.randn(batch, 3, size, size))
+    assert out.shape == (batch, 128)
+    out.pow(2).mean().backward()
+    groups = net.stage_groups()
+    assert sum(len(g) for g in groups) == len(list(net.parameters())) and all(p.grad is not None for p in groups[0])
+    if name == "mobilefacenet":
+        assert 0.9e6 < sum(p.numel() for p in net.parameters()) < 1.2e6
+
+
+def test_frozen_stages_and_body_rate():
+    from faceverify.train.loop import param_groups
+
+    net = networks.build("dlib_resnet_v1", 128)
+    cfg = config_from_dict({"data": {"cache": "x"}, "model": {"architecture": "dlib_resnet_v1"},
+                            "optim": {"freeze_stages": 2, "body_lr_scale": 0.1, "lr": 1e-3}})
+    groups = param_groups(net, cfg)
+    stages = net.stage_groups()
+    assert not any(p.requires_grad for g in stages[:2] for p in g)
+    assert {g["stage"] for g in groups} == set(range(2, len(stages)))
+    assert all(g["lr"] == pytest.approx(1e-3 if g["stage"] == len(stages) - 1 else 1e-4) for g in groups)
+
+
+def test_shipped_configs_load():
+    configs = sorted((REPO / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path, ["run.epochs=1", "optim.lr=0.01", "data.images=people"])
+        assert cfg.run.epochs == 1 and cfg.optim.lr == 0.01
+    with pytest.raises(Exception, match="unknown key"):
+        config_from_dict({"data": {"cache": "x", "batchsize": 3}})
