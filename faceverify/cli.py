@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -339,8 +340,13 @@ def demo(
     run_demo(lfw, people, model, device, echo=typer.echo)
 
 
+def _warn_one_line(message, *_args, **_kwargs) -> None:
+    typer.echo(f"faceverify: warning: {message}", err=True)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return its exit code: errors become one line on stderr, never a traceback."""
+    warnings.showwarning = _warn_one_line
     try:
         code = app(args=argv, standalone_mode=False, prog_name="faceverify")
         return int(code or 0)

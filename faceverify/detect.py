@@ -51,6 +51,7 @@ class Detector:
         from facenet_pytorch import MTCNN
 
         self.device = pick_device(device)
+        self.min_face_size = min_face_size
         self.score_threshold = score_threshold
         self._mtcnn = MTCNN(
             min_face_size=min_face_size,
@@ -66,7 +67,8 @@ class Detector:
         results: list[list[Face]] = [[] for _ in images]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
-            groups.setdefault(img.shape, []).append(i)
+            if min(img.shape[:2]) >= self.min_face_size:  # smaller images cannot hold a face
+                groups.setdefault(img.shape, []).append(i)
         for indices in groups.values():
             batch = np.stack([images[i] for i in indices])
             with torch.inference_mode():

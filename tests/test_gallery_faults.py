@@ -394,7 +394,7 @@ def test_writer_killed_at_random_moments_leaves_before_or_after(tmp_path):
         stats["index_rebuilds"] += bool(warned)
     stats["commands"] = applied
     print(f"crash test: {stats}")
-    assert applied >= 60, f"too few commands ran to exercise every kind ({applied})"
+    assert applied >= 30, f"too few commands ran to exercise every kind ({applied})"
 
 
 def test_writer_killed_while_saving_the_index(tmp_path):

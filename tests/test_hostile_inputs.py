@@ -261,8 +261,6 @@ def test_identify_over_a_directory_processes_the_good_and_reports_the_bad(tmp_pa
     assert right >= 18, f"only {right} of 20 faces matched their enrolled identity"
 
 
-@pytest.mark.xfail(strict=True, reason="faceverify/detect.py: MTCNN raises ValueError on images smaller than "
-                   "min_face_size (torch.cat of an empty pyramid); Detector.detect should skip them")
 def test_images_smaller_than_a_face_are_no_face_not_a_crash(tmp_path, verifier, one_torch_thread):
     tiny = [_write(tmp_path / f"t{n}.png", encode("PNG", n, n)) for n in (1, 8, 19)]
     tiny.append(_write(tmp_path / "strip.png", encode("PNG", 2000, 1)))
