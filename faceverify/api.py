@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from .detect import FaceChoice
+from .embed import sha256_file
 from .errors import BadInputError, FaceverifyError
 from .gallery import Enrolment, Gallery, default_gallery_path
 from .images import list_images
@@ -72,14 +72,6 @@ class EnrollReport:
 
     added: dict[str, int] = field(default_factory=dict)
     failures: list[BadInputError] = field(default_factory=list)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FaceVerifier:
@@ -145,7 +137,7 @@ class FaceVerifier:
             if result.error is not None:
                 failures.append(result.error)
                 continue
-            sha = file_sha256(result.path)
+            sha = sha256_file(Path(result.path))
             for f in result.faces:
                 items.append(Enrolment(f.embedding, str(Path(result.path).resolve()), sha, f.box))
         return items, failures

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .detect import FaceChoice
+from .embed import sha256_file
 from .errors import BadInputError
 from .pipeline import FacePipeline
 
@@ -23,11 +24,6 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("faceverify"))
-
-
-def content_key(path: str | Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
 
 
 class EmbeddingCache:
@@ -75,7 +71,7 @@ def embed_paths(
     Images without a detected face are embedded from a fixed centre crop (counted by the mask, never dropped).
     Unreadable images raise BadInputError: an evaluation must not silently lose pairs.
     """
-    keys = [f"{content_key(p)}:{face}" for p in paths]
+    keys = [f"{sha256_file(Path(p))}:{face}" for p in paths]
     known = cache.get(keys) if cache is not None else {}
     vectors = np.zeros((len(paths), pipeline.card.embedding_size), np.float32)
     detected = np.zeros(len(paths), bool)

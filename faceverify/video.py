@@ -193,7 +193,7 @@ class VideoSettings:
     min_samples: int = 2
     good_quality: float = 0.15
     confirm: int = 2
-    margin: float = 0.01
+    margin: float = 0.005
     torch_threads: int | None = 1
 
 
@@ -537,8 +537,9 @@ def draw_events(image: np.ndarray, events: list[TrackEvent]) -> np.ndarray:
         text = f"#{e.track} {label}" + ("" if e.score is None else f" {e.score:.2f}")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + 4
-        cv2.rectangle(out, (x1, ty - th - base), (x1 + tw + 4, ty + base), colour, cv2.FILLED)
-        cv2.putText(out, text, (x1 + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        tx = max(0, min(x1, out.shape[1] - tw - 4))  # keep the label inside the frame
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw + 4, ty + base), colour, cv2.FILLED)
+        cv2.putText(out, text, (tx + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 

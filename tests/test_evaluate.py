@@ -12,15 +12,10 @@ from faceverify import cli
 from faceverify.cache import EmbeddingCache
 from faceverify.evaluate import evaluate_identification, evaluate_lfw, score_pairs
 from faceverify.metrics import accuracy_at, best_threshold
-from faceverify.pairs import read_lfw_pairs
+from faceverify.pairs import Pair, lfw_image_path, read_lfw_pairs
 
 REPORT_KEYS = {"accuracy", "accuracy_std", "auc", "eer", "tar_at_far", "threshold", "no_face", "images", "pairs",
                "protocol", "model"}
-
-
-def _first_pairs(root: Path, name: str, per_class: int) -> list:
-    pairs = read_lfw_pairs(root / name)
-    return [p for p in pairs if p.same][:per_class] + [p for p in pairs if not p.same][:per_class]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +37,16 @@ def run(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 
 @pytest.fixture(scope="module")
-def pair_lines(lfw_root: Path, lfw_images: Path) -> list[str]:
-    """10 DevTest pairs (5 same, 5 different) as 'path<TAB>path<TAB>label' lines with absolute paths."""
-    return [f"{lfw_images / p.path_a}\t{lfw_images / p.path_b}\t{int(p.same)}"
-            for p in _first_pairs(lfw_root, "pairsDevTest.txt", 5)]
+def ten_pairs(lfw_root: Path) -> list[Pair]:
+    """The first 5 same and 5 different DevTest pairs: every test here embeds only their 18 images."""
+    pairs = read_lfw_pairs(lfw_root / "pairsDevTest.txt")
+    return [p for p in pairs if p.same][:5] + [p for p in pairs if not p.same][:5]
+
+
+@pytest.fixture(scope="module")
+def pair_lines(ten_pairs: list[Pair], lfw_images: Path) -> list[str]:
+    """``ten_pairs`` as 'path<TAB>path<TAB>label' lines with absolute paths."""
+    return [f"{lfw_images / p.path_a}\t{lfw_images / p.path_b}\t{int(p.same)}" for p in ten_pairs]
 
 
 def test_pairs_json_scores_and_plot(run, pair_lines: list[str], tmp_path: Path) -> None:
@@ -83,42 +84,56 @@ def test_malformed_pair_file_names_the_line(run, pair_lines: list[str], tmp_path
     assert f"{pair_file}: line 3:" in err
 
 
+def _lfw_line(pair: Pair) -> str:
+    """``pair`` as a line of an LFW pairs file."""
+    a, b = int(pair.path_a.stem[-4:]), int(pair.path_b.stem[-4:])
+    if pair.same:
+        return f"{pair.path_a.parent}\t{a}\t{b}"
+    return f"{pair.path_a.parent}\t{a}\t{pair.path_b.parent}\t{b}"
+
+
 @pytest.fixture(scope="module")
-def mini_lfw(lfw_root: Path, lfw_images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An LFW root with short protocol files; its image directory links to the real one (nothing is copied)."""
+def mini_lfw(ten_pairs: list[Pair], lfw_images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LFW root whose protocol files use only the images of ``ten_pairs`` (already embedded by the CLI tests);
+    its image directory links to the real one (nothing is copied)."""
     root = tmp_path_factory.mktemp("lfw")
     (root / "lfw").symlink_to(lfw_images, target_is_directory=True)
-    for name, n in (("pairsDevTrain.txt", 3), ("pairsDevTest.txt", 2)):
-        pairs = _first_pairs(lfw_root, name, n)
-        body = [f"{p.path_a.parent}\t{int(p.path_a.stem[-4:])}\t{int(p.path_b.stem[-4:])}" if p.same else
-                f"{p.path_a.parent}\t{int(p.path_a.stem[-4:])}\t{p.path_b.parent}\t{int(p.path_b.stem[-4:])}"
-                for p in pairs]
-        (root / name).write_text("\n".join([str(n), *body]) + "\n")
-    people = (lfw_root / "peopleDevTest.txt").read_text().splitlines()[1:]
-    chosen = [p for p in people if p.endswith("\t1")][:2] + [p for p in people if p.endswith("\t2")][:2]
-    (root / "peopleDevTest.txt").write_text("\n".join([str(len(chosen)), *chosen]) + "\n")
+    same, different = [p for p in ten_pairs if p.same], [p for p in ten_pairs if not p.same]
+    for name, chosen in (("pairsDevTrain.txt", slice(2, None)), ("pairsDevTest.txt", slice(0, 2))):
+        lines = [str(len(same[chosen])), *map(_lfw_line, same[chosen] + different[chosen])]
+        (root / name).write_text("\n".join(lines) + "\n")
+    have = {p for pair in ten_pairs for p in (pair.path_a, pair.path_b)}
+    people = []
+    for name in sorted({p.parent.name for p in have}):
+        count = 0
+        while lfw_image_path(name, count + 1) in have:
+            count += 1
+        if count:
+            people.append(f"{name}\t{count}")
+    (root / "peopleDevTest.txt").write_text("\n".join([str(len(people)), *people]) + "\n")
     return root
 
 
 def test_devtest_threshold_comes_from_devtrain(verifier, mini_lfw: Path, cache_dir: Path) -> None:
     pipeline = verifier.pipeline
     cache = EmbeddingCache(pipeline.card.model_id, cache_dir)
-    report = evaluate_lfw(pipeline, mini_lfw, "devtest", cache=cache)
+    report = evaluate_lfw(pipeline, mini_lfw, "devtest", "largest", cache)
     assert report["pairs"] == 4 and report["threshold_set"]["pairs"] == 6
 
     def scored(name: str):
-        return score_pairs(pipeline, read_lfw_pairs(mini_lfw / name), mini_lfw / "lfw", "center", cache, None, name)
+        return score_pairs(pipeline, read_lfw_pairs(mini_lfw / name), mini_lfw / "lfw", "largest", cache, None, name)
 
     train, test = scored("pairsDevTrain.txt"), scored("pairsDevTest.txt")
     assert report["threshold"] == best_threshold(train.scores, train.labels)
     assert report["accuracy"] == accuracy_at(test.scores, test.labels, report["threshold"])
 
 
-def test_identification_counts(verifier, mini_lfw: Path) -> None:
-    report = evaluate_identification(verifier.pipeline, mini_lfw)
+def test_identification_counts(verifier, mini_lfw: Path, cache_dir: Path) -> None:
+    cache = EmbeddingCache(verifier.pipeline.card.model_id, cache_dir)
+    report = evaluate_identification(verifier.pipeline, mini_lfw, "largest", cache)
     counts = [int(line.split("\t")[1]) for line in (mini_lfw / "peopleDevTest.txt").read_text().splitlines()[1:]]
-    assert report["gallery"] == sum(c >= 2 for c in counts)
+    assert report["gallery"] == sum(c >= 2 for c in counts) > 0
     assert report["mated"] == sum(c - 1 for c in counts if c >= 2)
-    assert report["non_mated"] == sum(c == 1 for c in counts)
+    assert report["non_mated"] == sum(c == 1 for c in counts) > 0
     assert report["images"] == sum(counts) and 0 <= report["rank1"] <= 1
     assert set(report["dir_at_fpir"]) == {"1e-2", "1e-1"}

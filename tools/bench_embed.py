@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, rate in median.items():
         print(f"{name:<11} {rate:7.1f} faces/s (median of {args.rounds}: {', '.join(f'{r:.1f}' for r in rates[name])})")
     print(f"ratio       {result['ratio']:.2f}x (faceverify / dlib), {len(chips)} chips, batch {args.batch}, "
-          f"{result['torch_threads']} torch threads; worst cosine to dlib {worst_cosine:.6f}")
+          f"{result['torch_threads']} torch threads; worst cosine to dlib {worst_cosine:.7f}")
     return 0
 
 
