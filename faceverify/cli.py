@@ -17,6 +17,7 @@ from typing import List, Optional
 import typer
 
 from .cli_evaluate import evaluate_app
+from .cli_train import train_app
 from .errors import FaceverifyError
 
 EXIT_DIFFERENT = 1
@@ -32,6 +33,7 @@ app = typer.Typer(
 gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the gallery of enrolled identities.")
 app.add_typer(gallery_app, name="gallery")
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(train_app)  # prepare, train, export-model at the top level
 
 
 class FaceOpt(str, Enum):
