@@ -87,6 +87,7 @@ def export_run(
     cache = FaceCache(expand(cfg.data.cache))
     directory.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(weights_path))
+    weights_path.chmod(0o644)  # safetensors writes 0600; a model is meant to be read by everyone who runs it
     base, state, report = meta["card"], meta["state"], meta.get("validation")
     losses = [
         dict(type=s["type"], weight=s["weight"], **({"margin": s["margin"]} if s["type"] == "triplet" else {"temperature": s["temperature"]}))

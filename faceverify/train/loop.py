@@ -325,7 +325,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if self.dist.main:
             with open(self.out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(dict(time=round(time.time(), 1), **record)) + "\n")
 
     def run(self, stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
         """Train to ``run.epochs`` (or until ``global_step`` reaches ``stop_after``, then checkpoint and stop)."""
