@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,13 +81,11 @@ class FaceVerifier:
         self,
         model: str | None = None,
         device: str | torch.device | None = None,
-        min_face_size: int = 20,
-        score_threshold: float = 0.9,
         pipeline: FacePipeline | None = None,
+        **front_end: Any,
     ):
-        self.pipeline = pipeline or FacePipeline(
-            model, device, min_face_size=min_face_size, score_threshold=score_threshold
-        )
+        """``front_end`` options (min_face_size, score_threshold, max_pixels) configure the FacePipeline."""
+        self.pipeline = pipeline or FacePipeline(model, device, **front_end)
 
     @property
     def card(self):
