@@ -89,6 +89,8 @@ def export_run(
     save_file(weights, str(weights_path))
     weights_path.chmod(0o644)  # safetensors writes 0600; a model is meant to be read by everyone who runs it
     base, state, report = meta["card"], meta["state"], meta.get("validation")
+    last = run_dir / "checkpoints" / "last.json"
+    epochs_run = json.loads(last.read_text())["state"]["epoch"] if last.exists() else state["epoch"]
     losses = [
         dict(type=s["type"], weight=s["weight"], **({"margin": s["margin"]} if s["type"] == "triplet" else {"temperature": s["temperature"]}))
         for s in meta["config"]["objective"]["losses"]
@@ -102,7 +104,7 @@ def export_run(
             data=dict(cache=cfg.data.cache, selection=cache.meta["selection"], root=cache.meta["root"],
                       images=len(cache.paths), identities=len(cache.names)),
             losses=losses, miner=cfg.objective.miner, memory_size=cfg.objective.memory_size,
-            epochs_run=state["epoch"], best_epoch=None if state["best_epoch"] is None else state["best_epoch"] + 1,
+            epochs_run=epochs_run, best_epoch=None if state["best_epoch"] is None else state["best_epoch"] + 1,
             checkpoint_selection="no validation: the last epoch" if report is None else
             f"best validation accuracy at an epoch end ({report['protocol']}: {report['accuracy']:.4f})",
             config=meta["config"],
