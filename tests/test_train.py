@@ -371,6 +371,28 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
     assert np.allclose(embedder.embed(crops), expected, atol=1e-6)
 
 
+def test_collapsed_model_gets_no_unreachable_threshold(cache: FaceCache):
+    """When impostors score a cosine of 1, no threshold reaches the FAR: it is dropped, not written as 1.000001."""
+    from types import SimpleNamespace
+
+    from faceverify.modelcard import ModelCard
+    from faceverify.pipeline import FaceEmbedding, ImageResult
+    from faceverify.train.export import calibrate_on_cache
+
+    class Collapsed:
+        card = SimpleNamespace(embedding_size=4)
+
+        def process_paths(self, paths, face="largest", fallback="none", batch_size=16):
+            for p in paths:
+                yield ImageResult(str(p), [FaceEmbedding(None, np.array([1, 0, 0, 0], np.float32))])
+
+    thresholds, record = calibrate_on_cache(Collapsed(), cache)  # type: ignore[arg-type]
+    assert thresholds == {} and "1e-2" in record["unreachable_fars"]
+    card = ModelCard("c", "tiny_test_net", SIZE, cache.template(SIZE), [0.0] * 3, [1.0] * 3, 4, "c.safetensors",
+                     "0" * 64, thresholds=thresholds, calibration=record)
+    card.validate()
+
+
 # ------------------------------------------------------------------------------------------- backbones
 
 

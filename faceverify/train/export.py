@@ -53,6 +53,13 @@ def calibrate_on_cache(front: CachedFrontEnd, cache: FaceCache) -> tuple[dict[st
     if not fars or genuine.size == 0:
         return {}, dict(skipped=f"{genuine.size} genuine and {impostor.size} impostor pairs are too few to calibrate")
     thresholds, record = calibrate_scores(genuine, impostor, fars)
+    # Impostors at a cosine of 1 (a collapsed model) put the threshold at 1 or above: no threshold reaches that FAR.
+    unreachable = sorted(k for k, t in thresholds.items() if t > 1 or (t >= 1 and record["achieved_far"][k] > float(k)))
+    for key in unreachable:
+        del thresholds[key], record["tar_at_threshold"][key], record["achieved_far"][key]
+    record["far_curve"] = [p for p in record["far_curve"] if p[0] < 1]
+    if unreachable:
+        record["unreachable_fars"] = f"{', '.join(unreachable)}: impostor pairs score a cosine of 1 (a collapsed model)"
     record.update(
         data=f"face cache {cache.meta['selection']} ({cache.meta['root']}): all same-identity pairs genuine, all "
              "cross-identity pairs impostors; these identities were seen in training, so the thresholds are "
@@ -74,7 +81,10 @@ def export_run(
     notes: str = "",
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> Path:
-    """Write the best checkpoint of ``run_dir`` as model ``name`` (default: the run's name); returns the card path."""
+    """Write the best checkpoint of ``run_dir`` as model ``name`` (default: the run's name); returns the card path.
+
+    The weights file is removed again if the card cannot be completed: no weights without their card.
+    """
     meta, weights = load_best(run_dir)
     cfg = config_from_dict(meta["config"])
     name = name or cfg.name
@@ -88,44 +98,54 @@ def export_run(
     directory.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(weights_path))
     weights_path.chmod(0o644)  # safetensors writes 0600; a model is meant to be read by everyone who runs it
-    base, state, report = meta["card"], meta["state"], meta.get("validation")
+    try:
+        card = _describe(meta, run_dir, name, weights_path, cache, notes)
+        front = CachedFrontEnd(Embedder(card, network, torch.device(device) if device else _device()),
+                               [cache, *(FaceCache(p) for p in extra_caches)])
+        progress("calibrating thresholds on the training cache")
+        card.thresholds, card.calibration = calibrate_on_cache(front, cache)
+        if lfw_root is not None:
+            from ..evaluate import evaluate_lfw
+
+            for protocol in ("devtrain", "devtest"):
+                progress(f"evaluating on LFW {protocol}")
+                report = evaluate_lfw(front, lfw_root, protocol, face=cache.face)
+                card.evaluation[f"lfw_{protocol}"] = {k: report[k] for k in REPORT_KEYS if k in report}
+            card.evaluation["note"] = ("LFW View 1: trained on peopleDevTrain identities, threshold chosen on "
+                                       "pairsDevTrain, reported on pairsDevTest (disjoint people)")
+        card.validate(str(card_path))
+        card.save(card_path)
+    except BaseException:
+        weights_path.unlink(missing_ok=True)
+        raise
+    return card_path
+
+
+def _describe(meta: dict[str, Any], run_dir: Path, name: str, weights_path: Path, cache: FaceCache, notes: str) -> ModelCard:
+    """The card of an exported checkpoint, before calibration and evaluation: geometry, data, objective, epochs."""
+    cfg, base, state, report = meta["config"], meta["card"], meta["state"], meta.get("validation")
     last = run_dir / "checkpoints" / "last.json"
     epochs_run = json.loads(last.read_text())["state"]["epoch"] if last.exists() else state["epoch"]
     losses = [
-        dict(type=s["type"], weight=s["weight"], **({"margin": s["margin"]} if s["type"] == "triplet" else {"temperature": s["temperature"]}))
-        for s in meta["config"]["objective"]["losses"]
+        dict(type=s["type"], weight=s["weight"],
+             **({"margin": s["margin"]} if s["type"] == "triplet" else {"temperature": s["temperature"]}))
+        for s in cfg["objective"]["losses"]
     ]
-    card = ModelCard(
-        name=name, architecture=cfg.model.architecture, input_size=base["input_size"], template=base["template"],
-        mean=base["mean"], std=base["std"], embedding_size=cfg.model.embedding_size, weights=weights_path.name,
+    return ModelCard(
+        name=name, architecture=base["architecture"], input_size=base["input_size"], template=base["template"],
+        mean=base["mean"], std=base["std"], embedding_size=base["embedding_size"], weights=weights_path.name,
         weights_sha256=sha256_file(weights_path), notes=notes,
         provenance=dict(
-            trained_by="faceverify train", run=str(run_dir), init=cfg.model.init or "random (trained from scratch)",
-            data=dict(cache=cfg.data.cache, selection=cache.meta["selection"], root=cache.meta["root"],
+            trained_by="faceverify train", run=str(run_dir), init=cfg["model"]["init"] or "random (trained from scratch)",
+            data=dict(cache=cfg["data"]["cache"], selection=cache.meta["selection"], root=cache.meta["root"],
                       images=len(cache.paths), identities=len(cache.names)),
-            losses=losses, miner=cfg.objective.miner, memory_size=cfg.objective.memory_size,
+            losses=losses, miner=cfg["objective"]["miner"], memory_size=cfg["objective"]["memory_size"],
             epochs_run=epochs_run, best_epoch=None if state["best_epoch"] is None else state["best_epoch"] + 1,
             checkpoint_selection="no validation: the last epoch" if report is None else
             f"best validation accuracy at an epoch end ({report['protocol']}: {report['accuracy']:.4f})",
-            config=meta["config"],
+            config=cfg,
         ),
     )
-    front = CachedFrontEnd(Embedder(card, network, torch.device(device) if device else _device()),
-                           [cache, *(FaceCache(p) for p in extra_caches)])
-    progress("calibrating thresholds on the training cache")
-    card.thresholds, card.calibration = calibrate_on_cache(front, cache)
-    if lfw_root is not None:
-        from ..evaluate import evaluate_lfw
-
-        for protocol in ("devtrain", "devtest"):
-            progress(f"evaluating on LFW {protocol}")
-            report = evaluate_lfw(front, lfw_root, protocol, face=cache.face)
-            card.evaluation[f"lfw_{protocol}"] = {k: report[k] for k in REPORT_KEYS if k in report}
-        card.evaluation["note"] = ("LFW View 1: trained on peopleDevTrain identities, threshold chosen on pairsDevTrain, "
-                                   "reported on pairsDevTest (disjoint people)")
-    card.validate(str(card_path))
-    card.save(card_path)
-    return card_path
 
 
 def _device() -> torch.device:
