@@ -15,7 +15,7 @@ from .errors import BadInputError, FaceverifyError
 from .gallery import Enrolment, Gallery, default_gallery_path
 from .images import list_images
 from .pipeline import FaceEmbedding, FacePipeline
-from .verify import OperatingPoint, Verdict, cosine, operating_point
+from .verify import OperatingPoint, Verdict, cosine, identification_point, operating_point
 
 
 @dataclass
@@ -93,6 +93,17 @@ class FaceVerifier:
 
     def operating_point(self, far: float | None = None, threshold: float | None = None) -> OperatingPoint:
         return operating_point(self.card, far, threshold)
+
+    def identification_point(
+        self,
+        gallery: Gallery,
+        far: float | None = None,
+        threshold: float | None = None,
+        fpir: float | None = None,
+        looks: int = 1,
+    ) -> OperatingPoint:
+        """Open-set operating point for searches of ``gallery`` (see verify.identification_point)."""
+        return identification_point(self.card, gallery.embedding_count(), far, threshold, fpir, looks)
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
         """Open (or create) a gallery bound to this model; refuses one enrolled with another model."""
@@ -204,11 +215,13 @@ class FaceVerifier:
         far: float | None = None,
         threshold: float | None = None,
         face: FaceChoice = "largest",
+        fpir: float | None = None,
     ) -> Iterator[IdentifyResult]:
-        """For each image, each chosen face's best identity or None (unknown), with its score."""
-        point = self.operating_point(far, threshold)
+        """For each image, each chosen face's best identity or None (unknown), with its score. The threshold is
+        ``threshold``, else the one for ``far``, else the one that holds the gallery's FPIR under ``fpir``."""
         if len(gallery) == 0:
             raise FaceverifyError(f"{gallery.path}: the gallery is empty (enroll someone first)")
+        point = self.identification_point(gallery, far, threshold, fpir)
         for result in self.pipeline.process_paths(list_images(list(inputs)), face):
             if result.error is not None:
                 yield IdentifyResult(result.path, error=result.error.reason)

@@ -45,7 +45,8 @@ class FaceOpt(str, Enum):
 ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
 DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
 GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file (default: $FACEVERIFY_GALLERY, else the user data dir).")
-FarOpt = typer.Option(None, "--far", help="False-accept rate whose calibrated threshold decides (default 1e-3).")
+FarOpt = typer.Option(None, "--far", help="False-accept rate of one comparison whose calibrated threshold decides "
+                      "(verify: default 1e-3; identify: default from --fpir).")
 ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity threshold; overrides --far.")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 FaceChoiceOpt = typer.Option(FaceOpt.largest, "--face", help="Which faces count in an image holding several.")
@@ -145,6 +146,9 @@ def identify(
     device: Optional[str] = DeviceOpt,
     far: Optional[float] = FarOpt,
     threshold: Optional[float] = ThresholdOpt,
+    fpir: Optional[float] = typer.Option(
+        None, "--fpir", help="Chance that someone not enrolled is named, held under this (default 1e-2; the "
+        "threshold then tightens as the gallery grows). --far or --threshold override it."),
     face: FaceOpt = FaceChoiceOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per image per line (--source: per event)."),
     source: Optional[str] = typer.Option(None, "--source", help="Camera index (0), video file or stream URL to identify people in."),
@@ -165,14 +169,16 @@ def identify(
     if not Path(store_path).exists():
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")
     if source is not None:
-        from .video import identify_stream
+        from .video import VideoSettings, identify_stream
 
         with fv.open_gallery(store_path) as store:
-            identify_stream(fv, store, source, far, threshold, realtime, show, output, as_json, typer.echo)
+            _warn_fpir(fv, store, far, threshold, fpir, looks=VideoSettings().max_samples)
+            identify_stream(fv, store, source, far, threshold, realtime, show, output, as_json, typer.echo, fpir)
         return
     ok = failed = 0
     with fv.open_gallery(store_path) as store:
-        for result in fv.identify(store, inputs, far, threshold, face.value):
+        _warn_fpir(fv, store, far, threshold, fpir)
+        for result in fv.identify(store, inputs, far, threshold, face.value, fpir):
             if result.error is not None:
                 failed += 1
                 _err(f"{result.image}: {result.error}")
@@ -189,6 +195,20 @@ def identify(
                 typer.echo(f"{result.image}\t{label}\t{f.score:.4f}\t{box}")
     if failed:
         raise typer.Exit(EXIT_ERROR if ok == 0 else EXIT_PARTIAL)
+
+
+def _warn_fpir(fv, store, far: Optional[float], threshold: Optional[float], fpir: Optional[float], looks: int = 1) -> None:
+    """One line on stderr when the gallery is too large for the card's calibration to hold the FPIR target."""
+    from .verify import DEFAULT_FPIR
+
+    if far is not None or threshold is not None or len(store) == 0:
+        return
+    target = DEFAULT_FPIR if fpir is None else fpir
+    point = fv.identification_point(store, fpir=target, looks=looks)
+    if point.fpir is not None and point.fpir > target * 1.001:
+        typer.echo(f"faceverify: warning: {store.embedding_count()} gallery embeddings: the strictest calibrated "
+                   f"threshold ({point.threshold:.4f}, FAR {point.far:.0e}) bounds FPIR only at {point.fpir:.1e}, "
+                   f"above the {target:.0e} asked for", err=True)
 
 
 def _default_gallery() -> Path:

@@ -102,6 +102,10 @@ def identification_lines(report: dict[str, Any]) -> list[str]:
         thr = report["thresholds"][key]
         rows.append((f"DIR@FPIR={key}", "n/a" if thr is None else
                      f"{_pct(rate)} at threshold {thr:.4f} (measured FPIR {_pct(report['fpir'][key])})"))
+    d = report.get("default_point")
+    if d is not None:
+        rows.append(("identify's default", f"threshold {d['threshold']:.4f} (FAR {d['far']:.1e}, FPIR bound "
+                     f"{_pct(d['fpir_bound'])}): measured FPIR {_pct(d['fpir'])}, DIR {_pct(d['dir'])}"))
     head = (f"{report['protocol']}: {report['gallery']} enrolled identities, {report['mated']} mated and "
             f"{report['non_mated']} never-enrolled probes; {report['images']} images, "
             f"{report['no_face']} without a detected face (centre crop used)")

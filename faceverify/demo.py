@@ -81,7 +81,10 @@ def run_demo(
                 verdict = "same" if r.same else "different"
                 echo(f"  {a.name} vs {b.name}: {verdict} (similarity {r.similarity:.3f}) {'ok' if ok else 'WRONG'}")
 
-            echo("\n== identify held-out images (image 3 of each enrolled person, plus people never enrolled)")
+            ip = fv.identification_point(gallery)
+            echo(f"\n== identify held-out images (image 3 of each enrolled person, plus people never enrolled)\n"
+                 f"  threshold {ip.threshold:.4f}: FAR {ip.far:.1e} per comparison, so that with "
+                 f"{gallery.embedding_count()} gallery embeddings a stranger is named with chance <= {ip.fpir:.0e}")
             probes = [img(n, 3) for n in enrolled] + [img(n, 1) for n in strangers]
             truth = {str(img(n, 3)): n for n in enrolled}
             for result in fv.identify(gallery, probes):

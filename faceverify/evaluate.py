@@ -32,7 +32,7 @@ from .metrics import (
 )
 from .pairs import Pair, lfw_image_dir, lfw_image_path, read_lfw_pairs, read_lfw_people, read_pair_file
 from .pipeline import Fallback, ImageResult
-from .verify import DEFAULT_FAR, cosine
+from .verify import DEFAULT_FAR, cosine, identification_point
 
 __all__ = [
     "PROTOCOL_FILES",
@@ -258,7 +258,9 @@ def evaluate_identification(
 
     Each identity with two or more images enrols its first image; its other images are mated probes. Identities
     with a single image are never enrolled: their images are non-mated probes. Reports rank-1 and DIR at FPIR
-    1% and 10% (see :func:`faceverify.metrics.open_set_identification`) with the probe and gallery counts.
+    1% and 10% (see :func:`faceverify.metrics.open_set_identification`) with the probe and gallery counts, and
+    what `identify` would do by default with this gallery (``default_point``: the threshold chosen to hold FPIR
+    at 1% from the card's calibration, and the FPIR and DIR measured there), when the card has thresholds.
     """
     images = lfw_image_dir(root)
     paths: list[Path] = []
@@ -273,7 +275,11 @@ def evaluate_identification(
     gallery = np.array(enrolled)
     labels = np.array(names)
     sim = vectors[~gallery] @ vectors[gallery].T
-    report = open_set_identification(sim, labels[~gallery], labels[gallery], REPORT_FPIRS)
+    point = identification_point(pipeline.card, int(gallery.sum())) if pipeline.card.thresholds else None
+    report = open_set_identification(sim, labels[~gallery], labels[gallery], REPORT_FPIRS,
+                                     None if point is None else point.threshold)
+    if point is not None:
+        report["default_point"] = dict(report.pop("at_threshold"), far=point.far, fpir_bound=point.fpir)
     report["gallery"] = int(gallery.sum())
     _describe(report, pipeline, f"open-set:{IDENTIFICATION_FILE}", face, len(paths), int((~detected).sum()))
     return report

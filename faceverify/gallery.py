@@ -676,6 +676,12 @@ class Gallery:
         (n,) = self._db.execute("SELECT COUNT(*) FROM identities").fetchone()
         return int(n)
 
+    @_db_errors
+    def embedding_count(self) -> int:
+        """How many embeddings a search compares a probe with."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        return int(n)
+
     # -- the search index ----------------------------------------------------------------------------------
 
     def _dim(self) -> int:

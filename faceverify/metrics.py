@@ -326,6 +326,7 @@ def open_set_identification(
     probe_labels: Sequence[Any] | np.ndarray,
     gallery_labels: Sequence[Any] | np.ndarray,
     fpirs: Iterable[float] = (0.01, 0.1),
+    at_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Open-set (watch-list) identification from a probe x gallery similarity matrix.
 
@@ -345,7 +346,8 @@ def open_set_identification(
       is ``>= threshold`` (detection and identification rate).
 
     ``thresholds``/``fpir``/``dir_at_fpir`` values are ``None`` when there are no non-mated probes
-    (or, for DIR, no mated probes).
+    (or, for DIR, no mated probes). With ``at_threshold``, ``at_threshold`` holds the ``threshold`` and the
+    ``fpir`` and ``dir`` measured there.
     """
     sim = np.asarray(sim_matrix)
     if sim.ndim != 2 or sim.shape[0] == 0 or sim.shape[1] == 0:
@@ -404,4 +406,11 @@ def open_set_identification(
         result["thresholds"][key] = t
         result["fpir"][key] = float(np.mean(non_top >= t))
         result["dir_at_fpir"][key] = float(np.mean(correct[mated] & (top[mated] >= t))) if n_mated else None
+    if at_threshold is not None:
+        t = float(at_threshold)
+        result["at_threshold"] = dict(
+            threshold=t,
+            fpir=float(np.mean(non_top >= t)) if n_non else None,
+            dir=float(np.mean(correct[mated] & (top[mated] >= t))) if n_mated else None,
+        )
     return result

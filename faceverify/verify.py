@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,14 +11,18 @@ from .errors import FaceverifyError
 from .modelcard import ModelCard
 
 DEFAULT_FAR = 1e-3
+DEFAULT_FPIR = 1e-2
+"""Identification's default: the chance that a person who is not enrolled is given a name stays under 1%."""
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A similarity threshold and the false-accept rate it corresponds to (None when unknown)."""
+    """A similarity threshold and the false-accept rate of one comparison it corresponds to (None when unknown).
+    For identification, ``fpir`` bounds the chance that a probe of someone not enrolled is given a name."""
 
     threshold: float
     far: float | None
+    fpir: float | None = None
 
 
 def operating_point(card: ModelCard, far: float | None = None, threshold: float | None = None) -> OperatingPoint:
@@ -29,6 +34,48 @@ def operating_point(card: ModelCard, far: float | None = None, threshold: float 
         return OperatingPoint(float(threshold), far_at(card, threshold))
     far = DEFAULT_FAR if far is None else far
     return OperatingPoint(card.threshold_for(far), far)
+
+
+def identification_point(
+    card: ModelCard,
+    compared: int,
+    far: float | None = None,
+    threshold: float | None = None,
+    fpir: float | None = None,
+    looks: int = 1,
+) -> OperatingPoint:
+    """The open-set operating point for a search over ``compared`` gallery embeddings, made up to ``looks``
+    times for one person (a video track is judged on several samples). A stranger is named when any comparison
+    clears the threshold, so by the union bound FPIR <= looks x compared x FAR. An explicit threshold or FAR is
+    kept as given; otherwise the FAR is ``fpir`` (default 1e-2) / (looks x compared), never looser than
+    verification's default, and no stricter than the card's calibration reaches (then the reported bound
+    exceeds the target)."""
+    if fpir is not None and not 0 < fpir < 1:
+        raise FaceverifyError(f"FPIR {fpir:g} is outside (0, 1)")
+    n = max(1, compared) * max(1, looks)
+    if threshold is not None or far is not None:
+        point = operating_point(card, far, threshold)
+    else:
+        target = min(DEFAULT_FAR, (DEFAULT_FPIR if fpir is None else fpir) / n)
+        point = _point_for_far(card, target)
+    bound = None if point.far is None else min(1.0, n * point.far)
+    return OperatingPoint(point.threshold, point.far, bound)
+
+
+def _point_for_far(card: ModelCard, far: float) -> OperatingPoint:
+    """The card's threshold for ``far``: a calibrated one when the card has it, else read off the FAR curve
+    (log-FAR interpolation), clamped to the curve's ends."""
+    for key in card.thresholds:
+        if math.isclose(float(key), far, rel_tol=1e-6):
+            return OperatingPoint(card.threshold_for(far), far)
+    curve = card.calibration.get("far_curve") if card.calibration else None
+    if not curve:
+        return OperatingPoint(card.threshold_for(far), far)  # raises: names the FARs the card has
+    pts = sorted((float(f), float(t)) for t, f in curve if f > 0)
+    fs = np.log10([f for f, _ in pts])
+    ts = np.array([t for _, t in pts])
+    reached = float(np.clip(far, pts[0][0], pts[-1][0]))
+    return OperatingPoint(float(np.interp(np.log10(reached), fs, ts)), reached)
 
 
 def far_at(card: ModelCard, threshold: float) -> float | None:

@@ -345,6 +345,7 @@ class VideoSummary:
     ended: str
     threshold: float
     far: float | None
+    fpir: float | None = None
     tracks: list[TrackSummary] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -352,7 +353,7 @@ class VideoSummary:
                     seconds=round(self.seconds, 3), source_fps=round(self.source_fps, 3),
                     detections=self.detections, embeddings=self.embeddings,
                     busy={k: round(v, 3) for k, v in self.busy.items()}, ended=self.ended,
-                    threshold=round(self.threshold, 6), far=self.far, tracks=[t.to_dict() for t in self.tracks])
+                    threshold=round(self.threshold, 6), far=self.far, fpir=self.fpir, tracks=[t.to_dict() for t in self.tracks])
 
 
 # -- the identifier --------------------------------------------------------------------------------------------
@@ -368,13 +369,15 @@ class VideoIdentifier:
         far: float | None = None,
         threshold: float | None = None,
         settings: VideoSettings | None = None,
+        fpir: float | None = None,
     ):
         if len(gallery) == 0:
             raise FaceverifyError(f"{gallery.path}: the gallery is empty (enroll someone first)")
         self.verifier = verifier
         self.gallery = gallery
-        self.point = verifier.operating_point(far, threshold)
         self.settings = settings or VideoSettings()
+        # a track is judged on up to max_samples samples: as many looks at one person for the FPIR bound
+        self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples)
         gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # build the index before frame one
 
     def run(self, source: str | int, realtime: bool = False) -> "VideoRun":
@@ -517,7 +520,7 @@ class VideoRun:
             source=self.source.label, frames=self.frames, fps=self.frames / self._seconds if self._seconds > 0 else 0.0,
             dropped=self.source.dropped, seconds=self._seconds, source_fps=self.source.fps,
             detections=self.detections, embeddings=self.embeddings, busy=dict(self.busy), ended=self.ended,
-            threshold=point.threshold, far=point.far, tracks=tracks,
+            threshold=point.threshold, far=point.far, fpir=point.fpir, tracks=tracks,
         )
 
 
@@ -587,11 +590,12 @@ def identify_stream(
     output: Path | None = None,
     as_json: bool = False,
     echo: Callable[[str], None] = print,
+    fpir: float | None = None,
 ) -> VideoSummary:
     """``faceverify identify --source``: run, show and/or write the annotated video, and report on ``echo``
     either every event and the summary as JSON lines, or each label decision and a summary in words.
     Ctrl-C ends the run cleanly (the summary is still reported)."""
-    identifier = VideoIdentifier(verifier, gallery, far, threshold)
+    identifier = VideoIdentifier(verifier, gallery, far, threshold, fpir=fpir)
     display = Display(f"faceverify: {source}") if show else None
     writer = None
     with identifier.run(source, realtime) as run:

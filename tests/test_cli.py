@@ -171,3 +171,14 @@ def test_gallery_of_another_model_is_refused(capsys, tmp_path, gallery_env, lfw_
         g.enroll("Someone", [Enrolment(np.ones(128, np.float32) / np.sqrt(128), "/x.jpg", "0" * 64)])
     code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2))
     assert code == 2 and "never mixed" in err
+
+
+def test_identify_warns_when_calibration_cannot_hold_the_fpir(capsys, gallery_env, lfw_image):
+    assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1))[0] == 0
+    code, out, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2))
+    assert code == 0 and "Colin Powell" in out and err == ""
+    code, out, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--fpir", "1e-8")
+    assert code == 0 and out.count("\n") == 1
+    assert len(err.splitlines()) == 1 and "warning" in err and "FPIR" in err
+    code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--fpir", "2")
+    assert code == 2 and "FPIR" in err and "Traceback" not in err

@@ -361,6 +361,9 @@ def test_open_set_identification_hand_built():
     assert r["dir_at_fpir"]["5e-1"] == pytest.approx(2 / 3)
     # FPIR 1: no threshold -> DIR = rank-1 accuracy
     assert r["dir_at_fpir"]["1e0"] == pytest.approx(r["rank1"])
+    # at a given threshold 0.6: Y (0.8) passes of X, Y; A (0.9) is right, B's 0.7 is wrong, C's 0.5 is below
+    at = open_set_identification(sim, probes, gallery, at_threshold=0.6)["at_threshold"]
+    assert at == dict(threshold=0.6, fpir=0.5, dir=pytest.approx(1 / 3))
 
 
 def test_open_set_multiple_templates_and_ties():
