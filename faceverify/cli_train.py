@@ -95,7 +95,7 @@ def prepare(
 
 @train_app.command()
 def train(
-    config: Path = typer.Option(..., "--config", "-c", help="Training config (.toml or .json), e.g. configs/mobilefacenet-lfw.toml."),
+    config: str = typer.Option(..., "--config", "-c", help="Training config (.toml or .json), or the name of a bundled one, e.g. mobilefacenet-folders."),
     overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override one value, e.g. --set run.epochs=2 (repeatable)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Identity folders to train on (sets data.images; prepared once, cached)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),

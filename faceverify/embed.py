@@ -111,7 +111,7 @@ class Embedder:
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """N x S x S x 3 uint8 RGB crops -> normalised N x 3 x S x S float tensor on the model's device."""
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = torch.from_numpy(crops.copy() if not crops.flags.writeable else np.ascontiguousarray(crops)).to(self.device)
         x = x.permute(0, 3, 1, 2).float()
         return (x - self._mean) / self._std
 

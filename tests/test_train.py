@@ -123,7 +123,10 @@ def tiny_config(cache_dir: Path, out: Path, **sections) -> dict:
         validation=dict(lfw_root="none"),
     )
     for key, value in sections.items():
-        cfg[key].update(value)
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
     return cfg
 
 
@@ -370,6 +373,61 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
         expected = torch.nn.functional.normalize(network.eval()(x), dim=1).numpy()
     assert np.allclose(embedder.embed(crops), expected, atol=1e-6)
 
+    # the exported model teaches a fresh student: the distill term falls and the student's embeddings turn to it
+    from faceverify.train.loop import Trainer
+
+    student_cfg = tiny_config(cache.dir, tmp_path / "student", seed=11, run=dict(epochs=1, steps_per_epoch=25),
+                              objective=dict(teacher="tiny-exported", memory_size=0,
+                                             losses=[dict(type="distill", temperature=0.1)]),
+                              augment=dict(erase=0.0, blur=0.0), optim=dict(lr=1e-2))
+    student = Trainer(config_from_dict(student_cfg), echo=lambda _m: None)
+    assert np.allclose(student.teacher.numpy(), embedder.embed(np.array(cache.crops(SIZE))), atol=1e-5)
+    before = _agreement(student.network, crops, embedder.embed(crops))
+    student.run(progress=False)
+    steps = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss_distill"] for r in steps if r["kind"] == "step"]
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
+    assert _agreement(student.network, crops, embedder.embed(crops)) > max(before, 0.0) + 0.3
+    meta = json.loads((tmp_path / "student" / "checkpoints" / "best.json").read_text())
+    assert meta["config"]["objective"]["teacher"] == "tiny-exported"
+
+
+def _agreement(network: nn.Module, crops: np.ndarray, target: np.ndarray) -> float:
+    """Mean cosine between a network's embeddings of ``crops`` and ``target``."""
+    with torch.no_grad():
+        x = (torch.from_numpy(crops).permute(0, 3, 1, 2).float() - 127.5) / 128.0
+        z = torch.nn.functional.normalize(network.eval()(x), dim=1).numpy()
+    network.train()
+    return float((z * target).sum(1).mean())
+
+
+def test_distillation_loss_aligns_a_student():
+    """InfoNCE against the teacher's embeddings of the same items plus cosine distance: the student learns to
+    point each item at its own teacher embedding, not at the others'."""
+    from faceverify.train.objective import distillation_loss
+
+    torch.manual_seed(0)
+    x, labels = _toy_clusters(per_class=6)
+    teacher = torch.nn.functional.normalize(torch.tanh(x @ torch.randn(8, 16)), dim=1)
+    cfg = ObjectiveConfig(losses=[LossConfig("distill", temperature=0.1)], miner="none", teacher="t")
+    objective = Objective(cfg, 16)
+    head = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
+    opt = torch.optim.Adam(head.parameters(), lr=0.01)
+    first = None
+    for _ in range(300):
+        loss, stats = objective(head(x), labels, teacher)
+        first = first if first is not None else stats["loss_distill"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    z = torch.nn.functional.normalize(head(x), dim=1).detach()
+    assert stats["loss_distill"] < 0.5 * first
+    assert (z * teacher).sum(1).mean() > 0.85
+    assert ((z @ teacher.T).argmax(1) == torch.arange(len(z))).float().mean() > 0.9
+    assert float(distillation_loss(teacher * 5, teacher, 0.1)) < float(distillation_loss(teacher.flip(0), teacher, 0.1))
+    with pytest.raises(ValueError, match="teacher"):
+        objective(head(x), labels)
+
 
 def test_collapsed_model_gets_no_unreachable_threshold(cache: FaceCache):
     """When impostors score a cosine of 1, no threshold reaches the FAR: it is dropped, not written as 1.000001."""
@@ -428,5 +486,13 @@ def test_shipped_configs_load():
     for path in configs:
         cfg = load_config(path, ["run.epochs=1", "optim.lr=0.01", "data.images=people"])
         assert cfg.run.epochs == 1 and cfg.optim.lr == 0.01
+    bundled = load_config("mobilefacenet-folders", ["data.images=people"])
+    assert bundled == load_config(REPO / "configs" / "mobilefacenet-folders.toml", ["data.images=people"])
+    with pytest.raises(Exception, match="bundled: .*mobilefacenet-folders"):
+        load_config("no-such-config")
     with pytest.raises(Exception, match="unknown key"):
         config_from_dict({"data": {"cache": "x", "batchsize": 3}})
+    with pytest.raises(Exception, match="objective.teacher"):
+        config_from_dict({"data": {"cache": "x"}, "objective": {"losses": [{"type": "distill"}]}})
+    with pytest.raises(Exception, match="objective.teacher"):
+        config_from_dict({"data": {"cache": "x"}, "objective": {"teacher": "dlib-resnet-v1"}})

@@ -39,8 +39,8 @@ def bench(config: Path, steps: int, warmup: int, overrides: list[str]) -> dict:
         rates = []
         for k in range(warmup + steps):
             start = time.perf_counter()
-            crops, labels = trainer.images.load(plan[k % len(plan)])
-            trainer.train_step(crops, labels)
+            crops, labels, teacher = trainer.batch(plan[k % len(plan)])
+            trainer.train_step(crops, labels, teacher)
             trainer.state.global_step += 1
             if k >= warmup:
                 rates.append(len(labels) / (time.perf_counter() - start))

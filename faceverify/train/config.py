@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from ..errors import FaceverifyError
 
 MINERS = ("none", "batch_hard", "semihard", "hard", "all", "multi_similarity")
-LOSSES = ("triplet", "supcon")
+LOSSES = ("triplet", "supcon", "distill")
 
 
 @dataclass
@@ -65,7 +65,10 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """One weighted term: ``triplet`` (cosine margin, fed by the miner) or ``supcon`` (all pairs, temperature)."""
+    """One weighted term: ``triplet`` (cosine margin, fed by the miner), ``supcon`` (all pairs, temperature) or
+    ``distill`` (contrastive distillation from ``objective.teacher``: InfoNCE at ``temperature`` where each
+    image's positive is the teacher's embedding of it and the other images' teacher embeddings are negatives,
+    plus the mean cosine distance to it)."""
 
     type: str = "triplet"
     weight: float = 1.0
@@ -75,9 +78,11 @@ class LossConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """Loss terms, the miner for the triplet term, and an optional cross-batch memory (0 = none)."""
+    """Loss terms, the miner for the triplet term, an optional cross-batch memory (0 = none), and the teacher
+    model (a shipped model name) that ``distill`` terms learn from."""
 
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
+    teacher: str = ""
     miner: str = "semihard"
     miner_margin: float = 0.2
     ms_epsilon: float = 0.1
@@ -164,6 +169,8 @@ class TrainConfig:
         for loss in o.losses:
             if loss.type not in LOSSES:
                 fail(f"loss type {loss.type!r} is not one of {', '.join(LOSSES)}")
+        if any(loss.type == "distill" for loss in o.losses) != bool(o.teacher):
+            fail("a distill loss needs objective.teacher (a model name), and objective.teacher needs a distill loss")
         if self.run.channels_last not in ("cuda", "always", "never"):
             fail("run.channels_last must be cuda, always or never")
         if self.optim.optimizer not in ("adamw", "sgd"):
@@ -242,9 +249,28 @@ def config_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Tra
     return cfg
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a ``.toml`` or ``.json`` training config and apply ``overrides``."""
+def bundled_configs() -> dict[str, Path]:
+    """The example configs installed with the package (name without .toml -> file)."""
+    import faceverify.configs as shipped
+
+    return {f.stem: f for f in sorted(Path(shipped.__file__).parent.glob("*.toml"))}
+
+
+def resolve_config(path: str | Path) -> Path:
+    """``path`` if it is a file, else a bundled config of that name (with or without .toml)."""
     p = Path(path)
+    if p.is_file() or len(p.parts) > 1:
+        return p
+    bundled = bundled_configs()
+    name = p.name[:-5] if p.name.endswith(".toml") else p.name
+    if name in bundled:
+        return bundled[name]
+    raise FaceverifyError(f"{p}: no such config file, nor a bundled config (bundled: {', '.join(bundled)})")
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a ``.toml`` or ``.json`` training config (a path, or the name of a bundled one) and apply ``overrides``."""
+    p = resolve_config(path)
     try:
         text = p.read_text()
         data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)

@@ -140,6 +140,7 @@ def _describe(meta: dict[str, Any], run_dir: Path, name: str, weights_path: Path
             data=dict(cache=cfg["data"]["cache"], selection=cache.meta["selection"], root=cache.meta["root"],
                       images=len(cache.paths), identities=len(cache.names)),
             losses=losses, miner=cfg["objective"]["miner"], memory_size=cfg["objective"]["memory_size"],
+            teacher=cfg["objective"]["teacher"] or None,
             epochs_run=epochs_run, best_epoch=None if state["best_epoch"] is None else state["best_epoch"] + 1,
             checkpoint_selection="no validation: the last epoch" if report is None else
             f"best validation accuracy at an epoch end ({report['protocol']}: {report['accuracy']:.4f})",

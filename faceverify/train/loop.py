@@ -102,13 +102,33 @@ def build_model(cfg: TrainConfig, cache: FaceCache) -> ModelSetup:
                 f"model.init {m.init!r} is a {card.architecture} with {card.embedding_size}-d output, not "
                 f"{m.architecture} with {m.embedding_size}-d"
             )
-        template = cache.template(card.input_size)
-        if not np.allclose(template, card.template, atol=1e-3):
-            raise FaceverifyError(f"{cache.dir}: its {card.input_size}px template differs from {m.init}'s card")
+        _check_template(cache, card, m.init)
         network = Embedder.load(m.init, "cpu").network
         return ModelSetup(network, card.input_size, card.template, list(card.mean), list(card.std))
     network = networks.build(m.architecture, m.embedding_size)
     return ModelSetup(network, m.input_size, cache.template(m.input_size), list(m.mean), list(m.std))
+
+
+def _check_template(cache: FaceCache, card: ModelCard, name: str) -> None:
+    """A shipped model can only see the cache's crops if they were cut with its template at its input size."""
+    if not np.allclose(cache.template(card.input_size), card.template, atol=1e-3):
+        raise FaceverifyError(f"{cache.dir}: its {card.input_size}px template differs from {name}'s card")
+
+
+def teacher_embeddings(cfg: TrainConfig, cache: FaceCache, device: torch.device) -> torch.Tensor | None:
+    """The teacher's L2-normalised embedding of every cache row (computed once, without augmentation), or None
+    without a teacher. Distillation pulls the student's view of an augmented crop towards these."""
+    name = cfg.objective.teacher
+    if not name:
+        return None
+    teacher = Embedder.load(name, device)
+    if teacher.card.embedding_size != cfg.model.embedding_size:
+        raise FaceverifyError(f"teacher {name} has {teacher.card.embedding_size}-d embeddings, the student "
+                              f"{cfg.model.embedding_size}-d")
+    _check_template(cache, teacher.card, name)
+    crops = cache.crops(teacher.card.input_size)
+    chunks = [teacher.embed(np.ascontiguousarray(crops[i : i + 256]), batch_size=64) for i in range(0, len(crops), 256)]
+    return torch.from_numpy(np.concatenate(chunks)).to(device)
 
 
 def param_groups(network: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -228,6 +248,7 @@ class Trainer:
             )
         self.model: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if (cfg.run.compile and self.cuda) else model
         self.objective = Objective(cfg.objective, cfg.model.embedding_size).to(self.device)
+        self.teacher = teacher_embeddings(cfg, self.cache, self.device)
         self.generator = torch.Generator(device=self.device)
         self.augment = BatchAugment(cfg.augment, tuple(setup.mean), tuple(setup.std), self.generator)
         self.state = LoopState()
@@ -286,8 +307,16 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------------
 
-    def train_step(self, crops: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """One optimiser step on a batch; returns the loss, its statistics, the learning rate and grad norm."""
+    def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Crops, labels and (when distilling) the teacher's embeddings of the images at positions ``items``."""
+        crops, labels = self.images.load(items)
+        if self.teacher is None:
+            return crops, labels, None
+        return crops, labels, self.teacher[torch.from_numpy(self.images.rows[items]).to(self.device)]
+
+    def train_step(self, crops: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimiser step on a batch (``teacher``: the teacher's embeddings of its images, for distillation);
+        returns the loss, its statistics, the learning rate and grad norm."""
         o = self.cfg.optim
         factor = lr_factor(self.state.global_step, self.total_steps, o.warmup_steps, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
@@ -298,7 +327,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp):
             embeddings = self.model(x)
-        loss, stats = self.objective(embeddings.float(), labels.to(self.device, non_blocking=True))
+        loss, stats = self.objective(embeddings.float(), labels.to(self.device, non_blocking=True), teacher)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -341,8 +370,8 @@ class Trainer:
             bar.start(f"epoch {self.state.epoch + 1}/{cfg.run.epochs}", len(plan), self.state.step)
             tick, seen = time.perf_counter(), 0
             while self.state.step < len(plan):
-                crops, labels = self.images.load(plan[self.state.step])
-                stats = self.train_step(crops, labels)
+                crops, labels, teacher = self.batch(plan[self.state.step])
+                stats = self.train_step(crops, labels, teacher)
                 self.state.step += 1
                 self.state.global_step += 1
                 seen += len(labels)

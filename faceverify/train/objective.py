@@ -33,6 +33,15 @@ def build_miner(cfg: ObjectiveConfig) -> nn.Module | None:
     return miners.TripletMarginMiner(margin=cfg.miner_margin, type_of_triplets=cfg.miner, distance=distance)
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Contrastive distillation: InfoNCE over the batch with the teacher's embedding of the same image as the
+    positive (the other images' as negatives), plus the mean cosine distance to it. ``teacher`` is L2-normalised."""
+    z = F.normalize(student, dim=1)
+    logits = z @ teacher.T / temperature
+    target = torch.arange(len(z), device=z.device)
+    return F.cross_entropy(logits, target) + (1 - (z * teacher).sum(1)).mean()
+
+
 def build_loss(cfg: LossConfig) -> nn.Module:
     if cfg.type == "triplet":
         return losses.TripletMarginLoss(margin=cfg.margin, distance=CosineSimilarity())
@@ -52,6 +61,9 @@ class Objective(nn.Module):
         self.stat_margin = triplet_margins[0] if triplet_margins else cfg.miner_margin
         terms = []
         for spec in cfg.losses:
+            if spec.type == "distill":
+                terms.append(nn.Identity())  # computed by distillation_loss; a placeholder keeps terms aligned
+                continue
             loss = build_loss(spec)
             if cfg.memory_size > 0:
                 miner = self.miner if spec.type == "triplet" else None
@@ -59,13 +71,20 @@ class Objective(nn.Module):
             terms.append(loss)
         self.terms = nn.ModuleList(terms)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``teacher``: the teacher's normalised embeddings of the same images (needed by a distill term)."""
         embeddings = embeddings.float()
         mined = self.miner(embeddings, labels) if self.miner is not None else None
         total = embeddings.new_zeros(())
         stats: dict[str, float] = {}
-        for kind, weight, term in zip(self.kinds, self.weights, self.terms):
-            if isinstance(term, losses.CrossBatchMemory):
+        for kind, weight, term, spec in zip(self.kinds, self.weights, self.terms, self.cfg.losses):
+            if kind == "distill":
+                if teacher is None:
+                    raise ValueError("a distill term needs the teacher's embeddings")
+                value = distillation_loss(embeddings, teacher, spec.temperature)
+            elif isinstance(term, losses.CrossBatchMemory):
                 value = term(embeddings, labels)
             else:
                 value = term(embeddings, labels, mined if kind == "triplet" else None)
