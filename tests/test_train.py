@@ -382,6 +382,11 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
                               augment=dict(erase=0.0, blur=0.0), optim=dict(lr=1e-2))
     student = Trainer(config_from_dict(student_cfg), echo=lambda _m: None)
     assert np.allclose(student.teacher.numpy(), embedder.embed(np.array(cache.crops(SIZE))), atol=1e-5)
+    (stored,) = cache.dir.glob("teacher-tiny-exported-*.npy")  # kept for later runs; a damaged copy is redone
+    stored.write_bytes(b"not an array")
+    again = Trainer(config_from_dict({**student_cfg, "run": {**student_cfg["run"], "out": str(tmp_path / "again")}}),
+                    echo=lambda _m: None)
+    assert torch.equal(again.teacher, student.teacher) and np.load(stored).shape == tuple(student.teacher.shape)
     before = _agreement(student.network, crops, embedder.embed(crops))
     student.run(progress=False)
     steps = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]

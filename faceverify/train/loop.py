@@ -116,8 +116,9 @@ def _check_template(cache: FaceCache, card: ModelCard, name: str) -> None:
 
 
 def teacher_embeddings(cfg: TrainConfig, cache: FaceCache, device: torch.device) -> torch.Tensor | None:
-    """The teacher's L2-normalised embedding of every cache row (computed once, without augmentation), or None
-    without a teacher. Distillation pulls the student's view of an augmented crop towards these."""
+    """The teacher's L2-normalised embedding of every cache row (without augmentation), or None without a
+    teacher. Distillation pulls the student's view of an augmented crop towards these. They are computed once
+    per teacher and kept beside the crops (``teacher-<model id>.npy``), so resumed and later runs reuse them."""
     name = cfg.objective.teacher
     if not name:
         return None
@@ -127,8 +128,22 @@ def teacher_embeddings(cfg: TrainConfig, cache: FaceCache, device: torch.device)
                               f"{cfg.model.embedding_size}-d")
     _check_template(cache, teacher.card, name)
     crops = cache.crops(teacher.card.input_size)
-    chunks = [teacher.embed(np.ascontiguousarray(crops[i : i + 256]), batch_size=64) for i in range(0, len(crops), 256)]
-    return torch.from_numpy(np.concatenate(chunks)).to(device)
+    stored = cache.dir / f"teacher-{teacher.card.model_id.replace('@', '-').replace(':', '-')}.npy"
+    shape = (len(crops), teacher.card.embedding_size)
+    try:
+        vectors = np.load(stored, allow_pickle=False)
+    except (OSError, ValueError):
+        vectors = None
+    if vectors is None or vectors.shape != shape or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+        chunks = [teacher.embed(np.ascontiguousarray(crops[i : i + 256]), batch_size=64) for i in range(0, len(crops), 256)]
+        vectors = np.concatenate(chunks)
+        try:
+            with open(f"{stored}.tmp", "wb") as fh:
+                np.save(fh, vectors)
+            os.replace(f"{stored}.tmp", stored)
+        except OSError:
+            pass  # a read-only cache still trains; the embeddings are recomputed next time
+    return torch.from_numpy(vectors).to(device)
 
 
 def param_groups(network: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:

@@ -1,0 +1,85 @@
+"""Several models on the same LFW protocols and the same detected, aligned faces, in one run.
+
+    python tools/compare_models.py dlib-resnet-v1 faceverify-mobile [--identify] [--cache DIR ...] [--json]
+
+Faces come from face caches written by `faceverify prepare` (the shipped detector and alignment, run once), so
+every model sees exactly the same detections; any image not in a cache goes through the live front end. The
+scoring is `faceverify evaluate`'s: threshold chosen on pairsDevTrain, accuracy reported on pairsDevTest, and
+with --identify the open-set identification of peopleDevTest, including what `identify` does by default.
+Default caches (under the user cache dir): faces/lfw-peopleDevTrain, faces/lfw-pairsDevTest and, for
+--identify, faces/lfw-peopleDevTest:
+
+    faceverify prepare $LFW --people $LFW/peopleDevTrain.txt
+    faceverify prepare $LFW --pairs $LFW/pairsDevTest.txt
+    faceverify prepare $LFW --people $LFW/peopleDevTest.txt     # for --identify
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+from faceverify.embed import Embedder  # noqa: E402
+from faceverify.evaluate import evaluate_identification, evaluate_lfw  # noqa: E402
+from faceverify.pairs import find_lfw_root  # noqa: E402
+from faceverify.train.prepare import FaceCache, default_cache_root  # noqa: E402
+from faceverify.train.validate import CachedFrontEnd  # noqa: E402
+
+DEFAULT_CACHES = ("lfw-peopleDevTrain", "lfw-pairsDevTest", "lfw-peopleDevTest")
+
+
+def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bool) -> list[dict]:
+    rows = []
+    for name in models:
+        front = CachedFrontEnd(Embedder.load(name, "cpu"), caches)
+        test = evaluate_lfw(front, root, "devtest")
+        row = dict(model=name, model_id=front.card.model_id, devtest=test["accuracy"], auc=test["auc"],
+                   eer=test["eer"], threshold=test["threshold"], no_face=test["no_face"])
+        if identify:
+            ident = evaluate_identification(front, root)
+            row.update(rank1=ident["rank1"], dir_1=ident["dir_at_fpir"]["1e-2"], default_point=ident.get("default_point"))
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    identify = "rank1" in rows[0]
+    head = "| model | pairsDevTest accuracy | AUC | EER | threshold (from pairsDevTrain) |"
+    head += " rank-1 | DIR@FPIR=1% | identify's default: threshold, measured FPIR, DIR |" if identify else ""
+    lines = [head, "|" + " --- |" * head.count(" | ")]
+    for r in rows:
+        line = f"| {r['model']} | {100 * r['devtest']:.2f}% | {r['auc']:.4f} | {100 * r['eer']:.2f}% | {r['threshold']:.4f} |"
+        if identify:
+            d = r["default_point"]
+            point = "-" if d is None else f"{d['threshold']:.4f}, {100 * d['fpir']:.2f}%, {100 * d['dir']:.2f}%"
+            line += f" {100 * r['rank1']:.2f}% | {100 * r['dir_1']:.2f}% | {point} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--lfw", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, action="append", default=None, help="face cache (repeatable)")
+    ap.add_argument("--identify", action="store_true", help="also open-set identification on peopleDevTest")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    root = find_lfw_root(args.lfw)
+    if root is None:
+        raise SystemExit("LFW not found: pass --lfw DIR or set FACEVERIFY_LFW")
+    dirs = args.cache or [default_cache_root() / c for c in DEFAULT_CACHES]
+    caches = [FaceCache(d) for d in dirs if (d / "meta.json").exists()]
+    rows = compare(args.models, root, caches, args.identify)
+    print(json.dumps(rows) if args.json else table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
