@@ -1,11 +1,13 @@
 """Several models on the same LFW protocols and the same detected, aligned faces, in one run.
 
-    python tools/compare_models.py dlib-resnet-v1 faceverify-mobile [--identify] [--cache DIR ...] [--json]
+    python tools/compare_models.py dlib-resnet-v1 faceverify-mobile [--identify] [--speed] [--cache DIR ...] [--json]
 
 Faces come from face caches written by `faceverify prepare` (the shipped detector and alignment, run once), so
 every model sees exactly the same detections; any image not in a cache goes through the live front end. The
 scoring is `faceverify evaluate`'s: threshold chosen on pairsDevTrain, accuracy reported on pairsDevTest, and
-with --identify the open-set identification of peopleDevTest, including what `identify` does by default.
+with --identify the open-set identification of peopleDevTest, including what `identify` does by default;
+with --speed the network's throughput on the same 256 cached faces (each model at its own crop size, rounds
+interleaved between models, median faces/second; torch's thread count as set by --threads).
 Default caches (under the user cache dir): faces/lfw-peopleDevTrain, faces/lfw-pairsDevTest and, for
 --identify, faces/lfw-peopleDevTest:
 
@@ -18,8 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
@@ -48,17 +55,34 @@ def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bo
     return rows
 
 
+def speed(models: list[str], cache: FaceCache, count: int = 256, rounds: int = 5) -> dict[str, float]:
+    """Median faces/second of each model's network on the same ``count`` faces, rounds interleaved."""
+    embedders = {name: Embedder.load(name, "cpu") for name in models}
+    crops = {name: np.array(cache.crops(e.input_size)[:count]) for name, e in embedders.items()}
+    rates: dict[str, list[float]] = {name: [] for name in models}
+    for k in range(rounds + 1):  # the first round warms up and is not counted
+        for name, e in embedders.items():
+            start = time.perf_counter()
+            e.embed(crops[name], batch_size=32)
+            if k:
+                rates[name].append(count / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
 def table(rows: list[dict]) -> str:
     identify = "rank1" in rows[0]
     head = "| model | pairsDevTest accuracy | AUC | EER | threshold (from pairsDevTrain) |"
     head += " rank-1 | DIR@FPIR=1% | identify's default: threshold, measured FPIR, DIR |" if identify else ""
-    lines = [head, "|" + " --- |" * head.count(" | ")]
+    head += " faces/s (network) |" if "faces_per_s" in rows[0] else ""
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         line = f"| {r['model']} | {100 * r['devtest']:.2f}% | {r['auc']:.4f} | {100 * r['eer']:.2f}% | {r['threshold']:.4f} |"
         if identify:
             d = r["default_point"]
             point = "-" if d is None else f"{d['threshold']:.4f}, {100 * d['fpir']:.2f}%, {100 * d['dir']:.2f}%"
             line += f" {100 * r['rank1']:.2f}% | {100 * r['dir_1']:.2f}% | {point} |"
+        if "faces_per_s" in r:
+            line += f" {r['faces_per_s']:.1f} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -69,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lfw", type=Path, default=None)
     ap.add_argument("--cache", type=Path, action="append", default=None, help="face cache (repeatable)")
     ap.add_argument("--identify", action="store_true", help="also open-set identification on peopleDevTest")
+    ap.add_argument("--speed", action="store_true", help="also each network's faces/second on the same faces")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     root = find_lfw_root(args.lfw)
@@ -76,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("LFW not found: pass --lfw DIR or set FACEVERIFY_LFW")
     dirs = args.cache or [default_cache_root() / c for c in DEFAULT_CACHES]
     caches = [FaceCache(d) for d in dirs if (d / "meta.json").exists()]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = compare(args.models, root, caches, args.identify)
+    if args.speed:
+        rates = speed(args.models, caches[-1])
+        for r in rows:
+            r["faces_per_s"] = rates[r["model"]]
     print(json.dumps(rows) if args.json else table(rows))
     return 0
 

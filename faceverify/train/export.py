@@ -46,7 +46,8 @@ def load_best(run_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 def calibrate_on_cache(front: CachedFrontEnd, cache: FaceCache) -> tuple[dict[str, float], dict[str, Any]]:
     """Thresholds for the FARs the cache's impostor pairs can support, from every pair of its usable images."""
     usable = np.flatnonzero(cache.status != UNREADABLE)
-    paths = [cache.absolute_paths()[i] for i in usable]
+    every = cache.absolute_paths()
+    paths = [every[i] for i in usable]
     vectors, detected = embed_paths(front, paths, cache.face)  # type: ignore[arg-type]
     genuine, impostor = all_pair_scores(vectors, cache.labels[usable])
     fars = [f for f in CALIBRATION_FARS if impostor.size * f >= 1]
