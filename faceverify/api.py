@@ -10,12 +10,11 @@ import numpy as np
 import torch
 
 from .detect import FaceChoice
-from .embed import sha256_file
 from .errors import BadInputError, FaceverifyError
 from .gallery import Enrolment, Gallery, default_gallery_path
 from .images import list_images
-from .pipeline import FaceEmbedding, FacePipeline
-from .verify import OperatingPoint, Verdict, cosine, identification_point, operating_point
+from .decision import OperatingPoint, cosine, decide, identification_point, operating_point
+from .pipeline import FacePipeline
 
 
 @dataclass
@@ -102,7 +101,7 @@ class FaceVerifier:
         fpir: float | None = None,
         looks: int = 1,
     ) -> OperatingPoint:
-        """Open-set operating point for searches of ``gallery`` (see verify.identification_point)."""
+        """Open-set operating point for searches of ``gallery`` (see decision.identification_point)."""
         return identification_point(self.card, gallery.embedding_count(), far, threshold, fpir, looks)
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
@@ -123,15 +122,9 @@ class FaceVerifier:
         point = self.operating_point(far, threshold)
         faces_a = self.pipeline.embed_file(image_a, face)
         faces_b = self.pipeline.embed_file(image_b, face)
-        best: tuple[float, FaceEmbedding, FaceEmbedding] | None = None
-        for fa in faces_a:
-            for fb in faces_b:
-                s = cosine(fa.embedding, fb.embedding)
-                if best is None or s > best[0]:
-                    best = (s, fa, fb)
-        assert best is not None
-        s, fa, fb = best
-        verdict = Verdict(s >= point.threshold, s, point.threshold, point.far)
+        pairs = ((fa, fb) for fa in faces_a for fb in faces_b)
+        fa, fb = max(pairs, key=lambda p: cosine(p[0].embedding, p[1].embedding))  # first of equals, as before
+        verdict = decide(fa.embedding, fb.embedding, point)
         return VerifyResult(verdict.same, verdict.similarity, verdict.threshold, verdict.far, self.card.name, (fa.box, fb.box))
 
     # -- enroll ------------------------------------------------------------------------------------------
@@ -139,16 +132,16 @@ class FaceVerifier:
     def embed_for_enrolment(
         self, paths: Sequence[str | Path], face: FaceChoice = "largest"
     ) -> tuple[list[Enrolment], list[BadInputError]]:
-        """Embeddings ready to store for each readable image with a face, and the inputs that failed."""
+        """Embeddings ready to store for each readable image with a face, and the inputs that failed. Each file
+        is read once: its stored sha256 is of the bytes the pipeline decoded."""
         items: list[Enrolment] = []
         failures: list[BadInputError] = []
         for result in self.pipeline.process_paths(paths, face):
             if result.error is not None:
                 failures.append(result.error)
                 continue
-            sha = sha256_file(Path(result.path))
-            for f in result.faces:
-                items.append(Enrolment(f.embedding, str(Path(result.path).resolve()), sha, f.box))
+            source = str(Path(result.path).resolve())
+            items.extend(Enrolment(f.embedding, source, result.sha256, f.box) for f in result.faces)
         return items, failures
 
     def enroll(
@@ -219,8 +212,7 @@ class FaceVerifier:
     ) -> Iterator[IdentifyResult]:
         """For each image, each chosen face's best identity or None (unknown), with its score. The threshold is
         ``threshold``, else the one for ``far``, else the one that holds the gallery's FPIR under ``fpir``."""
-        if len(gallery) == 0:
-            raise FaceverifyError(f"{gallery.path}: the gallery is empty (enroll someone first)")
+        gallery.require_entries()
         point = self.identification_point(gallery, far, threshold, fpir)
         for result in self.pipeline.process_paths(list_images(list(inputs)), face):
             if result.error is not None:

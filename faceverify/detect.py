@@ -8,6 +8,8 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from ._util import pick_device
+
 FaceChoice = Literal["largest", "center", "all"]
 
 
@@ -24,13 +26,6 @@ class Face:
     def area(self) -> float:
         x1, y1, x2, y2 = self.box
         return float(max(x2 - x1, 0) * max(y2 - y1, 0))
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """CUDA when available, else CPU, unless the caller names one."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Detector:
@@ -85,6 +80,7 @@ class Detector:
         return results
 
     def detect_one(self, image: np.ndarray) -> list[Face]:
+        """Faces in one RGB image."""
         return self.detect([image])[0]
 
 

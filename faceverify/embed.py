@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from . import networks
-from .detect import pick_device
+from ._util import pick_device, sha256_file
 from .errors import ModelError
 from .modelcard import ModelCard
 
@@ -39,14 +38,6 @@ def default_model_name(directory: Path | None = None) -> str:
 def available_models(directory: Path | None = None) -> list[str]:
     """Names of the model cards in the models directory."""
     return sorted(p.stem for p in (directory or models_dir()).glob("*.json"))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def resolve_card(name: str | None = None, directory: Path | None = None) -> tuple[ModelCard, Path]:

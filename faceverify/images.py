@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ._util import sha256_bytes
 from .errors import BadInputError
 
 MAX_PIXELS = 50_000_000
@@ -23,6 +25,17 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     converted. Raises BadInputError naming the file for anything missing, empty, truncated, not an image or
     larger than ``max_pixels``.
     """
+    return _decode(path, _read_bytes(path), max_pixels)
+
+
+def load_image_hashed(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """:func:`load_image` plus the hex sha256 of the file, from the one read of its bytes."""
+    data = _read_bytes(path)
+    return _decode(path, data, max_pixels), sha256_bytes(data)
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The bytes of a regular, non-empty file; BadInputError naming it otherwise (never opens pipes or devices)."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(path, "no such file")
@@ -37,9 +50,22 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if size == 0:
         raise BadInputError(path, "empty file (0 bytes)")
     try:
+        return path.read_bytes()
+    except PermissionError:
+        raise BadInputError(path, "permission denied") from None
+    except MemoryError:
+        raise BadInputError(path, "image too large to decode in the memory available") from None
+    except OSError as exc:
+        raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
+
+
+def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode an image file's bytes to RGB (see :func:`load_image`); errors name ``path``."""
+    path = Path(path)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise BadInputError(
@@ -53,8 +79,6 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise BadInputError(path, "image too large (decompression bomb protection)") from None
     except UnidentifiedImageError:
         raise BadInputError(path, "not an image file (unrecognised format)") from None
-    except PermissionError:
-        raise BadInputError(path, "permission denied") from None
     except MemoryError:
         raise BadInputError(path, "image too large to decode in the memory available") from None
     except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on untrusted bytes, the file is bad

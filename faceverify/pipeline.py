@@ -13,7 +13,7 @@ from .align import align_face, center_crop
 from .detect import Detector, Face, FaceChoice, select_faces
 from .embed import Embedder
 from .errors import BadInputError, NoFaceError
-from .images import MAX_PIXELS, load_image
+from .images import MAX_PIXELS, load_image_hashed
 
 Fallback = Literal["none", "center"]
 
@@ -32,11 +32,13 @@ class FaceEmbedding:
 
 @dataclass
 class ImageResult:
-    """What the pipeline made of one image: its faces, or the error that stopped it."""
+    """What the pipeline made of one image: its faces, or the error that stopped it, and the sha256 of the
+    file's bytes as they were decoded (None when the file could not be read)."""
 
     path: str
     faces: list[FaceEmbedding]
     error: BadInputError | None = None
+    sha256: str | None = None
 
 
 class FacePipeline:
@@ -68,6 +70,16 @@ class FacePipeline:
         size = self.embedder.input_size
         crops = [align_face(image, f.landmarks, self.template, size) for f in faces]
         return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+    def frame_detector(self, min_face_size: int, factor: float) -> Detector:
+        """A detector like this pipeline's (device, score threshold) with its own smallest face and pyramid
+        factor: what video uses on downscaled frames."""
+        return Detector(self.embedder.device, min_face_size=min_face_size,
+                        score_threshold=self.detector.score_threshold, factor=factor)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings (N x D float32) of crops made by :meth:`align`."""
+        return self.embedder.embed(crops)
 
     def process_images(
         self, images: list[np.ndarray], face: FaceChoice = "largest", fallback: Fallback = "none"
@@ -101,19 +113,20 @@ class FacePipeline:
         fallback: Fallback = "none",
         batch_size: int = 16,
     ) -> Iterator[ImageResult]:
-        """Run the pipeline over files in batches; bad files come back with ``error`` set, never raised."""
-        batch: list[tuple[str, np.ndarray]] = []
+        """Run the pipeline over files in batches, reading each file once; bad files come back with ``error``
+        set, never raised."""
+        batch: list[tuple[str, np.ndarray, str]] = []
 
         def flush() -> Iterator[ImageResult]:
             if batch:
-                results = self.process_images([img for _, img in batch], face, fallback)
-                for (p, _), faces in zip(batch, results):
-                    yield ImageResult(p, faces, None if faces else NoFaceError(p))
+                results = self.process_images([img for _, img, _ in batch], face, fallback)
+                for (p, _, sha), faces in zip(batch, results):
+                    yield ImageResult(p, faces, None if faces else NoFaceError(p), sha)
                 batch.clear()
 
         for path in paths:
             try:
-                batch.append((str(path), load_image(path, self.max_pixels)))
+                batch.append((str(path), *load_image_hashed(path, self.max_pixels)))
             except BadInputError as exc:
                 yield ImageResult(str(path), [], exc)
                 continue

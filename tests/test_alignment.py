@@ -10,7 +10,9 @@ import pytest
 
 from faceverify.align import align_face, similarity_transform
 from faceverify.errors import BadInputError, ModelError
-from faceverify.pairs import find_lfw_root, lfw_image_dir
+from faceverify.eval.pairs import find_lfw_root, lfw_image_dir
+
+from conftest import require_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "dlib-resnet-v1"
@@ -37,9 +39,9 @@ def lfw_images() -> Path:
     try:
         root = find_lfw_root()
     except BadInputError as exc:
-        pytest.skip(f"LFW not usable: {exc}")
+        require_data(f"LFW not usable: {exc}")
     if root is None:
-        pytest.skip("LFW not found: set $FACEVERIFY_LFW to the directory with the protocol files")
+        require_data("LFW not found: set $FACEVERIFY_LFW to the directory with the protocol files")
     return lfw_image_dir(root)
 
 
@@ -47,7 +49,7 @@ def lfw_images() -> Path:
 def template() -> np.ndarray:
     from faceverify.embed import resolve_card
 
-    directory = Path(os.environ.get("FACEVERIFY_MODELS") or REPO_ROOT / "models")
+    directory = Path(os.environ.get("FACEVERIFY_MODELS") or REPO_ROOT / "faceverify" / "models")
     try:
         card, _ = resolve_card(MODEL, directory)
     except ModelError as exc:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from faceverify.cli import run
-from faceverify.pairs import read_lfw_people
+from faceverify.eval.pairs import read_lfw_people
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -146,7 +146,8 @@ def test_gallery_commands_and_persistence(capsys, tmp_path, gallery_env, lfw_ima
     assert code == 0 and out.strip() == "Colin Powell\t1"
     code, out, _ = cli(capsys, "gallery", "show", "Colin Powell", "--json")
     shown = json.loads(out)["embeddings"][0]
-    assert shown["source"].endswith("Colin_Powell_0001.jpg") and len(shown["source_sha256"]) == 64
+    assert shown["source"].endswith("Colin_Powell_0001.jpg")
+    assert shown["source_sha256"] == hashlib.sha256(lfw_image("Colin_Powell", 1).read_bytes()).hexdigest()
     assert cli(capsys, "gallery", "rename", "Colin Powell", "General Powell")[0] == 0
     out_file = tmp_path / "export.json"
     assert cli(capsys, "gallery", "export", out_file)[0] == 0
@@ -182,3 +183,30 @@ def test_identify_warns_when_calibration_cannot_hold_the_fpir(capsys, gallery_en
     assert len(err.splitlines()) == 1 and "warning" in err and "FPIR" in err
     code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--fpir", "2")
     assert code == 2 and "FPIR" in err and "Traceback" not in err
+
+
+# -- demo --------------------------------------------------------------------------------------------------
+
+
+def test_demo_clip_shows_each_still_in_turn(tmp_path, lfw_image):
+    """The demo's video step needs no tools/: its clip is made in the package, one still after another."""
+    import cv2
+
+    from faceverify.cli.demo import CLIP_FPS, CLIP_GAP_SECONDS, CLIP_SECONDS, CLIP_SIZE, make_demo_clip
+    from faceverify.errors import BadInputError
+
+    out = tmp_path / "clip.mp4"
+    make_demo_clip([lfw_image("Colin_Powell", 1), lfw_image("George_W_Bush", 1)], out)
+    shown, gap = round(CLIP_SECONDS * CLIP_FPS), round(CLIP_GAP_SECONDS * CLIP_FPS)
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 2 * (gap + shown) and frames[0].shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
+    assert frames[0].std() < 3 and frames[gap + shown // 2].std() > 20  # an empty scene, then a face
+    with pytest.raises(BadInputError, match="no such file"):
+        make_demo_clip([tmp_path / "missing.jpg"], tmp_path / "never.mp4")

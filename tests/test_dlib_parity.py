@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,8 +16,10 @@ from safetensors.torch import load_file
 from faceverify.modelcard import ModelCard
 from faceverify.networks import build
 
+from conftest import require_data
+
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+MODELS = REPO / "faceverify" / "models"
 CARD = MODELS / "dlib-resnet-v1.json"
 NUM_FACES = 200
 
@@ -39,10 +40,6 @@ def _dlib_models() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(spec.submodule_search_locations[0]) / "models"
-
-
-def _lfw_root() -> Path:
-    return Path(os.environ.get("FACEVERIFY_LFW") or REPO.parent / "shared/datasets/lfw")
 
 
 @pytest.fixture(scope="module")
@@ -82,17 +79,16 @@ def _lfw_chips(dlib: ModuleType, models: Path, root: Path, count: int) -> list[n
     return chips
 
 
-def test_descriptors_match_dlib() -> None:
+def test_descriptors_match_dlib(lfw_root: Path) -> None:
     dlib = pytest.importorskip("dlib", reason="dlib is not importable (pip install dlib-bin)")
     models = _dlib_models()
     if models is None:
         pytest.skip("face-recognition-models (dlib's .dat files) is not installed")
-    root = _lfw_root()
-    if not (root / "peopleDevTest.txt").exists() or not (root / "lfw").is_dir():
-        pytest.skip(f"LFW not found at {root} (set FACEVERIFY_LFW)")
+    if not (lfw_root / "peopleDevTest.txt").exists() or not (lfw_root / "lfw").is_dir():
+        require_data(f"LFW at {lfw_root} lacks peopleDevTest.txt or lfw/ (set FACEVERIFY_LFW)")
     card, model = _load_ours()
 
-    chips = _lfw_chips(dlib, models, root, NUM_FACES)
+    chips = _lfw_chips(dlib, models, lfw_root, NUM_FACES)
     assert len(chips) == NUM_FACES, f"dlib found only {len(chips)} faces in peopleDevTest"
     facerec = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
     theirs = np.array([facerec.compute_face_descriptor(chip) for chip in chips], dtype=np.float64)

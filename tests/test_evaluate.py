@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from faceverify import cli
-from faceverify.cache import EmbeddingCache
-from faceverify.evaluate import evaluate_identification, evaluate_lfw, score_pairs
-from faceverify.metrics import accuracy_at, best_threshold
-from faceverify.pairs import Pair, lfw_image_path, read_lfw_pairs
+from faceverify.eval.cache import EmbeddingCache
+from faceverify.eval.evaluate import evaluate_identification, evaluate_lfw, score_pairs
+from faceverify.eval.metrics import accuracy_at, best_threshold
+from faceverify.eval.pairs import Pair, lfw_image_path, read_lfw_pairs
 
 REPORT_KEYS = {"accuracy", "accuracy_std", "auc", "eer", "tar_at_far", "threshold", "no_face", "images", "pairs",
                "protocol", "model"}

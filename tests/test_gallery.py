@@ -23,6 +23,11 @@ def _items(seed: int, n: int = 2) -> list[Enrolment]:
     return [Enrolment(_unit(seed * 100 + i), f"/img/{seed}_{i}.jpg", f"sha{seed}_{i}") for i in range(n)]
 
 
+def _top(g: Gallery, query: np.ndarray) -> str:
+    """The best-matching identity for one query."""
+    return g.search(query[None, :])[0][0][0]
+
+
 def test_enroll_search_and_persist_across_processes(tmp_path):
     path = tmp_path / "g.sqlite"
     with Gallery(path, MODEL, 16) as g:
@@ -39,8 +44,8 @@ def test_enroll_search_and_persist_across_processes(tmp_path):
     assert out.stdout.strip() == "Alice=2;Bob=2"
     with Gallery(path, MODEL, 16) as g:
         probe = _unit(200) + 0.05 * _unit(999)  # near Bob's first face
-        match = g.best_match(probe / np.linalg.norm(probe))
-        assert match.name == "Bob" and match.second_name == "Alice" and match.score > 0.9
+        ranked = g.search((probe / np.linalg.norm(probe))[None, :])[0]
+        assert [name for name, _ in ranked] == ["Bob", "Alice"] and ranked[0][1] > 0.9
 
 
 def test_another_model_is_refused(tmp_path):
@@ -55,12 +60,12 @@ def test_remove_rename_and_stale_index(tmp_path):
     with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
         g.enroll("Alice", _items(1))
         g.enroll("Bob", _items(2))
-        assert g.best_match(_unit(100)).name == "Alice"
+        assert _top(g, _unit(100)) == "Alice"
         g.rename("Alice", "Alice Smith")
-        assert g.best_match(_unit(100)).name == "Alice Smith"  # index follows the database
+        assert _top(g, _unit(100)) == "Alice Smith"  # index follows the database
         assert g.remove("Alice Smith") == 2
         assert [i.name for i in g.identities()] == ["Bob"]
-        assert g.best_match(_unit(100)).name == "Bob"
+        assert _top(g, _unit(100)) == "Bob"
         with pytest.raises(GalleryError, match="no identity named"):
             g.remove("Alice")
         with pytest.raises(GalleryError, match="already exists"):
@@ -70,8 +75,12 @@ def test_remove_rename_and_stale_index(tmp_path):
 
 def test_empty_gallery_search_is_an_error(tmp_path):
     with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+        with pytest.raises(GalleryError, match=r"g\.sqlite: the gallery is empty \(enroll someone first\)"):
+            g.require_entries()
         with pytest.raises(GalleryError, match="empty"):
             g.search(_unit(1)[None, :])
+        g.enroll("Alice", _items(1))
+        g.require_entries()
 
 
 def test_not_a_gallery_file(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from faceverify.errors import BadInputError
-from faceverify.images import MAX_PIXELS, list_images, load_image
+from faceverify.images import MAX_PIXELS, list_images, load_image, load_image_hashed
 
 
 def _gradient(w: int = 40, h: int = 30) -> np.ndarray:
@@ -114,6 +115,23 @@ def test_huge_declared_dimensions_are_refused_before_decoding(tmp_path):
     with pytest.raises(BadInputError, match="too large"):
         load_image(small_cap, max_pixels=5_000)
     assert load_image(small_cap, max_pixels=MAX_PIXELS).shape == (100, 100, 3)
+
+
+def test_hashed_load_decodes_and_hashes_the_same_bytes(tmp_path):
+    path = tmp_path / "rot.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the hashed variant applies EXIF orientation as load_image does
+    Image.fromarray(_gradient()).save(path, quality=95, exif=exif)
+    rgb, sha = load_image_hashed(path)
+    assert np.array_equal(rgb, load_image(path)) and rgb.shape == (40, 30, 3)
+    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "cut.png").write_bytes(path.read_bytes()[:50])
+    for bad in (tmp_path / "cut.png", tmp_path / "missing.png", tmp_path):
+        with pytest.raises(BadInputError) as plain:
+            load_image(bad)
+        with pytest.raises(BadInputError) as hashed:
+            load_image_hashed(bad)
+        assert str(hashed.value) == str(plain.value)
 
 
 def test_list_images_expands_directories(tmp_path):

@@ -1,4 +1,4 @@
-"""Verification and identification metrics on hand-computed cases, cross-checked against scikit-learn."""
+"""Verification and identification metrics on hand-computed cases, checked against their definitions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faceverify.errors import FaceverifyError
-from faceverify.metrics import (
+from faceverify.eval.metrics import (
     KFoldResult,
     accuracy_at,
     auc,
@@ -59,22 +59,31 @@ def test_auc_hand_computed():
     assert auc([3, 2, 1, 0], [0, 0, 1, 1]) == pytest.approx(0.0)
 
 
-def test_roc_auc_match_sklearn():
-    sk = pytest.importorskip("sklearn.metrics")
+def test_roc_auc_tar_match_their_definitions():
+    """roc and auc come from scikit-learn; check them, and tar_at_far / eer built on top, against the plain
+    definitions on random scores with plenty of ties."""
     rng = np.random.default_rng(0)
     for trial in range(20):
         n = int(rng.integers(2, 300))
         y = rng.random(n) < 0.5
         y[0], y[1] = True, False
-        s = np.round(rng.normal(size=n) + y, decimals=int(rng.integers(0, 3)))  # plenty of ties
+        s = np.round(rng.normal(size=n) + y, decimals=int(rng.integers(0, 3)))
+        genuine, impostor = s[y], s[~y]
         far, tar, thr = roc(s, y)
-        fpr_sk, tpr_sk, _ = sk.roc_curve(y, s, drop_intermediate=False)
-        np.testing.assert_allclose(far, fpr_sk)
-        np.testing.assert_allclose(tar, tpr_sk)
-        assert auc(s, y) == pytest.approx(sk.roc_auc_score(y, s))
+        assert thr[0] == np.inf and far[0] == tar[0] == 0
+        np.testing.assert_array_equal(thr[1:], np.unique(s)[::-1])  # one point per distinct score
+        np.testing.assert_allclose(far[1:], [np.mean(impostor >= t) for t in thr[1:]])
+        np.testing.assert_allclose(tar[1:], [np.mean(genuine >= t) for t in thr[1:]])
+        # AUC = P(genuine > impostor) + P(genuine == impostor) / 2 over all genuine/impostor pairs
+        diff = genuine[:, None] - impostor[None, :]
+        assert auc(s, y) == pytest.approx(np.mean(diff > 0) + np.mean(diff == 0) / 2)
         for target in (0.0, 0.01, 0.1, 0.3, 1.0):
-            expected = tpr_sk[fpr_sk <= target + 1e-12].max()
+            expected = tar[far <= target + 1e-12].max()
             assert tar_at_far(s, y, target) == pytest.approx(expected), (trial, target)
+        # the EER lies on the ROC segment where FAR - FRR changes sign
+        d = far + tar - 1.0
+        i = int(np.argmax(d >= 0.0))
+        assert far[max(i - 1, 0)] - 1e-12 <= eer(s, y) <= far[i] + 1e-12
 
 
 # ---------------------------------------------------------------------------------------------------- eer

@@ -9,7 +9,7 @@ import pytest
 
 from faceverify.embed import resolve_card
 from faceverify.errors import FaceverifyError
-from faceverify.verify import DEFAULT_FAR, DEFAULT_FPIR, far_at, identification_point, operating_point
+from faceverify.decision import DEFAULT_FAR, DEFAULT_FPIR, far_at, identification_point, operating_point
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """`pip install .` (a real wheel, not the editable checkout) ships the models and the example training configs,
-and runs from any directory."""
+needs nothing from tools/, and runs (the library and the CLI) from any directory."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -19,10 +20,13 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
         check=True, capture_output=True,
     )
     (wheel,) = tmp_path.glob("faceverify-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    default = (REPO / "models" / "DEFAULT").read_text().strip()
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        uses_tools = [n for n in names if n.endswith(".py") and re.search(rb"^\s*(from|import) tools\b", zf.read(n), re.M)]
+    assert not uses_tools, f"the package imports tools/, which is not installed: {uses_tools}"
+    default = (REPO / "faceverify" / "models" / "DEFAULT").read_text().strip()
     assert f"faceverify/models/{default}.safetensors" in names and f"faceverify/models/{default}.json" in names
-    configs = sorted(p.name for p in (REPO / "configs").glob("*.toml"))
+    configs = sorted(p.name for p in (REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs and all(f"faceverify/configs/{c}" in names for c in configs)
     target = tmp_path / "site"
     subprocess.run(
@@ -43,3 +47,6 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     module_file, models, name, architecture = json.loads(out.stdout)
     assert module_file.startswith(str(target)) and models.startswith(str(target)) and name == default
     assert architecture == "mobilefacenet"
+    help_text = subprocess.run([sys.executable, "-m", "faceverify.cli", "--help"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, check=True).stdout
+    assert "demo" in help_text and "evaluate" in help_text and "export-model" in help_text

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faceverify.errors import BadInputError
-from faceverify.pairs import (
+from faceverify.errors import BadInputError, FaceverifyError
+from faceverify.eval.pairs import (
     LFW_ENV,
     Pair,
     find_lfw_root,
@@ -17,9 +17,8 @@ from faceverify.pairs import (
     read_lfw_pairs,
     read_lfw_people,
     read_pair_file,
+    require_lfw_root,
 )
-
-REAL_LFW = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "lfw"
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -153,40 +152,43 @@ def test_find_lfw_root(tmp_path, monkeypatch):
     with pytest.raises(BadInputError):
         find_lfw_root()
     monkeypatch.setenv(LFW_ENV, "")
-    found = find_lfw_root()
-    assert found == (REAL_LFW if REAL_LFW.is_dir() else None)
+    assert find_lfw_root() is None  # no built-in default location
+
+
+def test_require_lfw_root(tmp_path, monkeypatch):
+    monkeypatch.delenv(LFW_ENV, raising=False)
+    assert require_lfw_root(tmp_path) == tmp_path
+    with pytest.raises(FaceverifyError, match=f"^LFW not found: pass --lfw DIR or set {LFW_ENV}$"):
+        require_lfw_root(None, option="--lfw")
+    with pytest.raises(BadInputError):
+        require_lfw_root(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------------------------------------ real LFW
 
 
-needs_lfw = pytest.mark.skipif(not REAL_LFW.is_dir(), reason=f"LFW not present at {REAL_LFW}")
-
-
-@needs_lfw
-def test_real_lfw_dev_files():
-    test = read_lfw_pairs(REAL_LFW / "pairsDevTest.txt")
+def test_real_lfw_dev_files(lfw_root):
+    test = read_lfw_pairs(lfw_root / "pairsDevTest.txt")
     assert sum(p.same for p in test) == 500 and sum(not p.same for p in test) == 500
     assert all(p.fold is None for p in test)
-    train = read_lfw_pairs(REAL_LFW / "pairsDevTrain.txt")
+    train = read_lfw_pairs(lfw_root / "pairsDevTrain.txt")
     assert sum(p.same for p in train) == 1100 and len(train) == 2200
-    people = read_lfw_people(REAL_LFW / "peopleDevTest.txt")
+    people = read_lfw_people(lfw_root / "peopleDevTest.txt")
     assert len(people) == 1711 and all(n >= 1 for _, n in people)
-    assert len(read_lfw_people(REAL_LFW / "peopleDevTrain.txt")) == 4038
+    assert len(read_lfw_people(lfw_root / "peopleDevTrain.txt")) == 4038
 
 
-@needs_lfw
-def test_real_lfw_pairs_txt_and_images():
-    pairs = read_lfw_pairs(REAL_LFW / "pairs.txt")
+def test_real_lfw_pairs_txt_and_images(lfw_root):
+    pairs = read_lfw_pairs(lfw_root / "pairs.txt")
     assert len(pairs) == 6000
     for fold in range(10):
         chunk = pairs[fold * 600:(fold + 1) * 600]
         assert all(p.fold == fold for p in chunk)
         assert [p.same for p in chunk] == [True] * 300 + [False] * 300
-    image_dir = lfw_image_dir(REAL_LFW)
+    image_dir = lfw_image_dir(lfw_root)
     referenced = {p.path_a for p in pairs} | {p.path_b for p in pairs}
     for name in ("pairsDevTest.txt", "pairsDevTrain.txt"):
-        referenced |= {q for p in read_lfw_pairs(REAL_LFW / name) for q in (p.path_a, p.path_b)}
+        referenced |= {q for p in read_lfw_pairs(lfw_root / name) for q in (p.path_a, p.path_b)}
     missing = sorted(str(r) for r in referenced if not (image_dir / r).is_file())
     assert not missing, f"{len(missing)} referenced images missing, e.g. {missing[:5]}"
 

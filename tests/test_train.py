@@ -293,13 +293,24 @@ def _state(run: Path) -> dict[str, torch.Tensor]:
 def test_resume_continues_exactly(cache: FaceCache, tmp_path: Path):
     from faceverify.train.loop import Trainer
 
+    calls: list[tuple[int, int, dict]] = []
     straight = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "a")), echo=lambda _m: None)
-    straight.run(stop_after=5, progress=False)  # crosses the epoch boundary (3 steps per epoch)
+    straight.run(stop_after=5, progress=lambda done, total, info: calls.append((done, total, info)))  # crosses an epoch
+    assert [c[:2] for c in calls] == [(0, 3), (1, 3), (2, 3), (3, 3), (0, 3), (1, 3), (2, 3)]
+    assert calls[0][2] == dict(epoch=1, epochs=2, loss=None) and calls[4][2]["epoch"] == 2
+    assert all(isinstance(c[2]["loss"], float) for c in calls[1:4])
     first = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "b")), echo=lambda _m: None)
-    first.run(stop_after=2, progress=False)
+    first.run(stop_after=2)
+    # as an older checkpoint: no scheduler's initial_lr in the optimiser groups, the retired validation.batch_size
+    last = tmp_path / "b" / "checkpoints" / "last.json"
+    meta = json.loads(last.read_text())
+    for group in meta["optimizer"]["param_groups"]:
+        del group["initial_lr"]
+    meta["config"]["validation"]["batch_size"] = 64
+    last.write_text(json.dumps(meta))
     second = Trainer(config_from_dict(tiny_config(cache.dir, tmp_path / "b")), echo=lambda _m: None)
     assert second.resume() and second.state.global_step == 2
-    second.run(stop_after=5, progress=False)
+    second.run(stop_after=5)
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a) and any("memory" in k for k in a)
     for key in a:
@@ -319,11 +330,13 @@ def test_ddp_with_two_cpu_processes(cache: FaceCache, tmp_path: Path):
         import torch.distributed as dist
         from safetensors.torch import save_file
         from faceverify.train.config import load_config
-        from faceverify.train.loop import Trainer, init_distributed, weights_of
+        from faceverify.train.checkpoint import weights_of
+        from faceverify.train.loop import Trainer
+        from faceverify.train.setup import init_distributed
 
         info = init_distributed()
         trainer = Trainer(load_config(sys.argv[1]), info, echo=lambda _m: None)
-        trainer.run(progress=False)
+        trainer.run()
         save_file(weights_of(trainer.network), sys.argv[2] + f"/rank{info.rank}.safetensors")
         dist.destroy_process_group()
     '''))
@@ -388,7 +401,7 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
                     echo=lambda _m: None)
     assert torch.equal(again.teacher, student.teacher) and np.load(stored).shape == tuple(student.teacher.shape)
     before = _agreement(student.network, crops, embedder.embed(crops))
-    student.run(progress=False)
+    student.run()
     steps = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss_distill"] for r in steps if r["kind"] == "step"]
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
@@ -472,8 +485,30 @@ def test_backbone_forward_backward(name: str, size: int, batch: int):
         assert 0.9e6 < sum(p.numel() for p in net.parameters()) < 1.2e6
 
 
+def test_schedule_warms_up_then_decays_per_group_and_resumes_anywhere():
+    from faceverify.train.setup import build_optimizer, build_schedule, lr_factor
+
+    cfg = config_from_dict({"data": {"cache": "x"}, "model": {"architecture": "tiny_test_net"},
+                            "optim": {"lr": 2e-3, "body_lr_scale": 0.1, "warmup_steps": 3, "min_lr_ratio": 0.05}})
+    net = networks.build("tiny_test_net", 16)
+    optimizer = build_optimizer(net, cfg)
+    schedule = build_schedule(optimizer, cfg, total_steps=10)
+    seen = []
+    for step in range(12):
+        factor = lr_factor(step, 10, 3, 0.05)
+        assert [g["lr"] for g in optimizer.param_groups] == [2e-3 * g["lr_scale"] * factor for g in optimizer.param_groups]
+        seen.append(optimizer.param_groups[-1]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert seen[0] == pytest.approx(2e-3 / 3) and seen[2] == seen[3] == pytest.approx(2e-3)
+    assert seen[-1] == seen[-2] == pytest.approx(1e-4) and all(a >= b for a, b in zip(seen[2:], seen[3:]))
+    again = build_optimizer(networks.build("tiny_test_net", 16), cfg)
+    build_schedule(again, cfg, total_steps=10, start=7)
+    assert [g["lr"] for g in again.param_groups] == [2e-3 * g["lr_scale"] * lr_factor(7, 10, 3, 0.05) for g in again.param_groups]
+
+
 def test_frozen_stages_and_body_rate():
-    from faceverify.train.loop import param_groups
+    from faceverify.train.setup import param_groups
 
     net = networks.build("dlib_resnet_v1", 128)
     cfg = config_from_dict({"data": {"cache": "x"}, "model": {"architecture": "dlib_resnet_v1"},
@@ -486,17 +521,22 @@ def test_frozen_stages_and_body_rate():
 
 
 def test_shipped_configs_load():
-    configs = sorted((REPO / "configs").glob("*.toml"))
+    configs = sorted((REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs
     for path in configs:
         cfg = load_config(path, ["run.epochs=1", "optim.lr=0.01", "data.images=people"])
         assert cfg.run.epochs == 1 and cfg.optim.lr == 0.01
     bundled = load_config("mobilefacenet-folders", ["data.images=people"])
-    assert bundled == load_config(REPO / "configs" / "mobilefacenet-folders.toml", ["data.images=people"])
+    assert bundled == load_config(REPO / "faceverify" / "configs" / "mobilefacenet-folders.toml", ["data.images=people"])
     with pytest.raises(Exception, match="bundled: .*mobilefacenet-folders"):
         load_config("no-such-config")
     with pytest.raises(Exception, match="unknown key"):
         config_from_dict({"data": {"cache": "x", "batchsize": 3}})
+    with pytest.raises(Exception, match="unknown key"):  # retired: a config may not set it ...
+        config_from_dict({"data": {"cache": "x"}, "validation": {"batch_size": 64}})
+    from faceverify.train.config import stored_config  # ... but the checkpoints that recorded it still load
+
+    assert stored_config({"data": {"cache": "x"}, "validation": {"batch_size": 64}}) == config_from_dict({"data": {"cache": "x"}})
     with pytest.raises(Exception, match="objective.teacher"):
         config_from_dict({"data": {"cache": "x"}, "objective": {"losses": [{"type": "distill"}]}})
     with pytest.raises(Exception, match="objective.teacher"):

@@ -2,9 +2,13 @@
 
 face_recognition's CLI compares "known" images against an unknown one; with one known image it is one pair.
 Its model package imports pkg_resources (gone in setuptools>=81), so the peer runs behind a tiny shim that
-provides ``pkg_resources.resource_filename`` and nothing else. Runs are interleaved; medians are reported.
+provides ``pkg_resources.resource_filename`` (files located with importlib.util.find_spec) and nothing else.
+Runs are interleaved; medians are reported. Every run of either side must exit 0 and print the expected
+answer (both say "same person" for two images of Colin Powell), else the benchmark stops with an error.
 
-    python tools/bench_coldstart.py --rounds 7
+    python tools/bench_coldstart.py --rounds 7 [--lfw ROOT] [--peer-python PYTHON]
+
+The peer needs ``pip install --no-deps face_recognition`` beside the ``peer`` extra (``make env`` does both).
 """
 
 from __future__ import annotations
@@ -18,57 +22,101 @@ import tempfile
 import time
 from pathlib import Path
 
-from faceverify.pairs import find_lfw_root, lfw_image_dir
+from faceverify.eval.pairs import lfw_image_dir
+from tools.common import PeerFailed, lfw_root
 
-PEER_SHIM = (
-    "import sys, types, os\n"
-    "m = types.ModuleType('pkg_resources')\n"
-    "m.resource_filename = lambda pkg, name: os.path.join("
-    "os.path.dirname(__import__('importlib').util.find_spec(pkg).origin), name)\n"
-    "sys.modules['pkg_resources'] = m\n"
-    "from face_recognition.face_recognition_cli import main\n"
-    "sys.argv = ['face_recognition'] + sys.argv[1:]\n"
-    "main()\n"
-)
+PEER = "face_recognition (dlib)"
+KNOWN_NAME = "Colin_Powell"
+PEER_SHIM = """\
+import importlib.util, os, sys, types
+shim = types.ModuleType("pkg_resources")
+shim.resource_filename = lambda package, name: os.path.join(
+    os.path.dirname(importlib.util.find_spec(package).origin), name)
+sys.modules["pkg_resources"] = shim
+from face_recognition.face_recognition_cli import main
+sys.argv = ["face_recognition"] + sys.argv[1:]
+main()
+"""
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Wall time of one run of ``cmd`` and its completed process (output captured as text); a command that
+    cannot be started comes back with exit status 127 and the reason as its stderr."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    return time.perf_counter() - start, proc.stdout.strip()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        proc = subprocess.CompletedProcess(cmd, 127, "", f"cannot run {cmd[0]}: {exc.strerror or exc}")
+    return time.perf_counter() - start, proc
 
 
-def main() -> None:
+def _failure(proc: subprocess.CompletedProcess[str]) -> str:
+    """What a run printed, for an error message: its exit status and the last lines of its output."""
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:]) or "(no output)"
+    return f"exit status {proc.returncode}, output:\n{tail}"
+
+
+def check_ours(proc: subprocess.CompletedProcess[str]) -> str:
+    """Our answer line; exits unless `faceverify verify` succeeded and called the pair the same person."""
+    out = proc.stdout.strip()
+    if proc.returncode != 0 or not out.startswith("same person"):
+        raise SystemExit(f"error: faceverify verify did not say 'same person': {_failure(proc)}")
+    return out
+
+
+def check_peer(proc: subprocess.CompletedProcess[str], probe: Path) -> str:
+    """The peer's answer line; raises PeerFailed unless face_recognition's CLI exited 0 and printed
+    ``<probe>,Colin_Powell`` (one line per checked image: its path, then the matched name)."""
+    answers = [line for line in proc.stdout.splitlines() if line.startswith(f"{probe},")]
+    if proc.returncode != 0 or not answers:
+        raise PeerFailed(PEER, f"no answer for {probe.name}; {_failure(proc)}")
+    name = answers[0].split(",")[1]
+    if name != KNOWN_NAME:
+        raise PeerFailed(PEER, f"answered {name!r} for {probe.name}, expected {KNOWN_NAME!r}")
+    return answers[0]
+
+
+def import_seconds() -> float:
+    """Wall time of a process that only imports faceverify.api."""
+    t, proc = timed([sys.executable, "-c", "import faceverify.api"])
+    if proc.returncode != 0:
+        raise SystemExit(f"error: importing faceverify.api failed: {_failure(proc)}")
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lfw", type=Path, default=None)
+    parser.add_argument("--lfw", type=Path, default=None, help="LFW root (default: $FACEVERIFY_LFW or the shared copy)")
     parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    root = find_lfw_root(args.lfw)
-    if root is None:
-        sys.exit("LFW not found: pass --lfw or set FACEVERIFY_LFW")
-    images = lfw_image_dir(root)
-    a, b = images / "Colin_Powell" / "Colin_Powell_0001.jpg", images / "Colin_Powell" / "Colin_Powell_0002.jpg"
+    parser.add_argument("--peer-python", default=sys.executable,
+                        help="interpreter with face_recognition installed (default: this one)")
+    args = parser.parse_args(argv)
+    images = lfw_image_dir(lfw_root(args.lfw))
+    a, b = images / KNOWN_NAME / f"{KNOWN_NAME}_0001.jpg", images / KNOWN_NAME / f"{KNOWN_NAME}_0002.jpg"
     exe = str(Path(sys.executable).with_name("faceverify"))
     with tempfile.TemporaryDirectory() as tmp:
         known = Path(tmp) / "known"
         known.mkdir()
-        shutil.copy(a, known / "Colin_Powell.jpg")
+        shutil.copy(a, known / f"{KNOWN_NAME}.jpg")
         ours_cmd = [exe, "verify", str(a), str(b), "--device", "cpu"]
-        peer_cmd = [sys.executable, "-c", PEER_SHIM, str(known), str(b)]
-        ours, peer = [], []
+        peer_cmd = [args.peer_python, "-c", PEER_SHIM, str(known), str(b)]
+        ours: list[float] = []
+        peer: list[float] = []
         for _ in range(args.rounds):
-            t, out_ours = timed(ours_cmd)
+            t, proc = timed(ours_cmd)
+            out_ours = check_ours(proc)
             ours.append(t)
-            t, out_peer = timed(peer_cmd)
+            t, proc = timed(peer_cmd)
+            out_peer = check_peer(proc, b)
             peer.append(t)
-    import_cmd = [sys.executable, "-c", "import faceverify.api"]
-    imports = statistics.median(timed(import_cmd)[0] for _ in range(3))
+    imports = statistics.median(import_seconds() for _ in range(3))
     o, p = statistics.median(ours), statistics.median(peer)
     print(f"faceverify verify:      median {o:.2f} s over {args.rounds} runs  ({out_ours})")
     print(f"face_recognition (dlib): median {p:.2f} s over {args.rounds} runs  ({out_peer})")
     print(f"ratio faceverify / dlib: {o / p:.2f}")
     print(f"of which importing faceverify.api (torch, torchvision via facenet-pytorch): {imports:.2f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,15 +22,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faceverify.cli_evaluate import lfw_root_or_fail  # noqa: E402
-from faceverify.embed import Embedder  # noqa: E402
-from faceverify.images import load_image  # noqa: E402
-from faceverify.pairs import lfw_image_dir, lfw_image_path, read_lfw_people  # noqa: E402
-from tools.dlib_peer import DlibPipeline  # noqa: E402
+from faceverify.embed import Embedder
+from faceverify.eval.pairs import lfw_image_dir, lfw_image_path, read_lfw_people
+from faceverify.images import load_image
+from tools.common import PeerFailed, lfw_root
+from tools.dlib_peer import DlibPipeline
 
 
 def dlib_chips(dlib_pipeline: DlibPipeline, root: Path, count: int) -> np.ndarray:
@@ -45,10 +41,11 @@ def dlib_chips(dlib_pipeline: DlibPipeline, root: Path, count: int) -> np.ndarra
                 chips.append(dlib_pipeline.chip(image, shape))
             if len(chips) == count:
                 return np.stack(chips)
-    raise SystemExit(f"only {len(chips)} faces found in peopleDevTest, {count} wanted")
+    raise PeerFailed("dlib", f"HOG found only {len(chips)} faces in peopleDevTest, {count} wanted")
 
 
 def faces_per_second(run: Callable[[], np.ndarray], count: int) -> float:
+    """Faces per second of one call of ``run`` on ``count`` chips."""
     start = time.perf_counter()
     run()
     return count / (time.perf_counter() - start)
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     peer = DlibPipeline()
-    chips = dlib_chips(peer, lfw_root_or_fail(args.root), args.chips)
+    chips = dlib_chips(peer, lfw_root(args.root, "--root"), args.chips)
     embedder = Embedder.load(args.model, "cpu")
     runners: dict[str, Callable[[], np.ndarray]] = {
         "faceverify": lambda: embedder.embed(chips, batch_size=args.batch),

@@ -89,8 +89,9 @@ def phase_fill(path: Path, n: int, per: int, noise: float, seed: int) -> dict:
         t0 = time.perf_counter()
         g.search(probe)
         out["build_s"] = time.perf_counter() - t0
-        out["kind"] = g._index.kind
-        out["nlist"] = int(g._index.index.nlist) if g._index.kind == "ivf" else None
+        index = g.search_index
+        out["kind"] = index.kind
+        out["nlist"] = int(index.index.nlist) if index.kind == "ivf" else None
         enrol_ms, upkeep_ms = [], []
         for first in range(bulk_ids, n_ids):
             ((name, items),) = batch(first, first + 1)
@@ -103,7 +104,7 @@ def phase_fill(path: Path, n: int, per: int, noise: float, seed: int) -> dict:
             upkeep_ms.append((t2 - t1) * 1e3)
         out["enrol1_p50_ms"] = pct(enrol_ms, 50)
         out["upkeep_p50_ms"] = pct(upkeep_ms, 50)
-        out["kind_after"] = g._index.kind
+        out["kind_after"] = g.search_index.kind
         t0 = time.perf_counter()
     out["close_s"] = time.perf_counter() - t0
     out["fill_peak_rss_mb"] = rss_mb("VmHWM")
@@ -147,7 +148,7 @@ def phase_query(path: Path, n: int, per: int, noise: float, seed: int, n_queries
         bcpu.append((time.process_time() - c0) * 1e3)
         blat.append((time.perf_counter() - t0) * 1e3)
     out.update(b_p50_ms=pct(blat, 50), b_p99_ms=pct(blat, 99), b_cpu_p50_ms=pct(bcpu, 50))
-    raw_top = g._index.search(single, 1)[1][:, 0]
+    raw_top = g.search_index.search(single, 1)[1][:, 0]
     g.close()
 
     # exact search over every stored vector: the reference for recall
@@ -189,9 +190,7 @@ def phase_compare(n: int, per: int, noise: float, seed: int, n_queries: int) -> 
     """IVF as the gallery builds it vs HNSW on the same data: build time, latency, recall, memory."""
     import faiss
 
-    from faceverify.gallery import NPROBE, _Index
-
-    from faceverify.gallery import EXACT_LIMIT
+    from faceverify.gallery.index import EXACT_LIMIT, NPROBE, SearchIndex
 
     if n <= EXACT_LIMIT:
         raise SystemExit(f"--compare needs more than {EXACT_LIMIT:,} embeddings (below that the gallery is exact)")
@@ -217,7 +216,7 @@ def phase_compare(n: int, per: int, noise: float, seed: int, n_queries: int) -> 
                          mb=len(faiss.serialize_index(index)) / 2**20))
 
     t0 = time.perf_counter()
-    ivf = _Index.build(np.arange(n, dtype=np.int64), xb, DIM, n, 0, 0).index
+    ivf = SearchIndex.build(np.arange(n, dtype=np.int64), xb, DIM, n, 0, 0).index
     build = time.perf_counter() - t0
     for nprobe in (8, 16, NPROBE, 64):
         ivf.nprobe = nprobe
@@ -246,7 +245,7 @@ def child(args: list[str]) -> dict:
 
 
 def report(results: list[dict], compare: dict | None, command: str, per: int, noise: float, loads: list) -> str:
-    from faceverify.gallery import EXACT_LIMIT, NPROBE, RERANK_IDENTITIES
+    from faceverify.gallery.index import EXACT_LIMIT, NPROBE, RERANK_IDENTITIES
 
     lines = [
         HEADING,
@@ -312,7 +311,7 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
 
 def findings(results: list[dict], compare: dict | None) -> list[str]:
     """What the tables show, in words, from the measured figures."""
-    from faceverify.gallery import EXACT_LIMIT
+    from faceverify.gallery.index import EXACT_LIMIT
 
     out = []
     big = [r for r in results if "exact_p50_ms" in r]
@@ -349,6 +348,8 @@ def findings(results: list[dict], compare: dict | None) -> list[str]:
 
 def write_section(path: Path, section: str) -> None:
     """Add or replace this benchmark's section of BENCHMARKS.md, leaving the other sections as they are."""
+    from faceverify._util import write_atomic
+
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = text.splitlines(keepends=True)
     start = next((i for i, ln in enumerate(lines) if ln.rstrip() == HEADING), None)
@@ -358,9 +359,7 @@ def write_section(path: Path, section: str) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         tail = "".join(lines[end:])
         new = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
+    write_atomic(path, new)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Training throughput: images per second of full training steps (load from the face cache, augment on the
-device, forward, losses and miner, backward, optimiser step) in steady state, for each given config.
+device, forward, losses and miner, backward, optimiser step) in steady state, for each given config (a file,
+or the name of a bundled one).
 
-    python tools/bench_train.py configs/mobilefacenet-lfw.toml configs/dlib-finetune-lfw.toml \
+    python tools/bench_train.py mobilefacenet-lfw dlib-finetune-lfw \
         [--steps 8] [--warmup 2] [--batch 64] [--threads 2] [--set KEY=VALUE ...] [--json]
 
 The configs' face cache must exist (`faceverify prepare`). Warm-up steps are not timed; the median of the
@@ -53,7 +54,7 @@ def bench(config: Path, steps: int, warmup: int, overrides: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("configs", nargs="+", type=Path)
+    parser.add_argument("configs", nargs="+", type=Path, help="config files or bundled config names")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--batch", type=int, help="override data.batch_size (singletons stay as configured)")

@@ -21,27 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faceverify.embed import Embedder  # noqa: E402
-from faceverify.evaluate import evaluate_identification, evaluate_lfw  # noqa: E402
-from faceverify.pairs import find_lfw_root  # noqa: E402
-from faceverify.train.prepare import FaceCache, default_cache_root  # noqa: E402
-from faceverify.train.validate import CachedFrontEnd  # noqa: E402
+from faceverify.embed import Embedder
+from faceverify.eval.evaluate import evaluate_identification, evaluate_lfw
+from faceverify.train.prepare import FaceCache, default_cache_root
+from faceverify.train.validate import CachedFrontEnd
+from tools.common import lfw_root
 
 DEFAULT_CACHES = ("lfw-peopleDevTrain", "lfw-pairsDevTest", "lfw-peopleDevTest")
 
 
 def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bool) -> list[dict]:
+    """One row of figures per model: DevTest verification and, with ``identify``, open-set identification."""
     rows = []
     for name in models:
         front = CachedFrontEnd(Embedder.load(name, "cpu"), caches)
@@ -70,6 +66,7 @@ def speed(models: list[str], cache: FaceCache, count: int = 256, rounds: int = 5
 
 
 def table(rows: list[dict]) -> str:
+    """The rows of :func:`compare` (and :func:`speed`) as a markdown table."""
     identify = "rank1" in rows[0]
     head = "| model | pairsDevTest accuracy | AUC | EER | threshold (from pairsDevTrain) |"
     head += " rank-1 | DIR@FPIR=1% | identify's default: threshold, measured FPIR, DIR |" if identify else ""
@@ -90,16 +87,14 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--lfw", type=Path, default=None)
+    ap.add_argument("--lfw", type=Path, default=None, help="LFW root (default: $FACEVERIFY_LFW or the shared copy)")
     ap.add_argument("--cache", type=Path, action="append", default=None, help="face cache (repeatable)")
     ap.add_argument("--identify", action="store_true", help="also open-set identification on peopleDevTest")
     ap.add_argument("--speed", action="store_true", help="also each network's faces/second on the same faces")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    root = find_lfw_root(args.lfw)
-    if root is None:
-        raise SystemExit("LFW not found: pass --lfw DIR or set FACEVERIFY_LFW")
+    root = lfw_root(args.lfw)
     dirs = args.cache or [default_cache_root() / c for c in DEFAULT_CACHES]
     caches = [FaceCache(d) for d in dirs if (d / "meta.json").exists()]
     if args.threads:

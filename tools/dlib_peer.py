@@ -11,31 +11,37 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Sequence
 
 import dlib
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faceverify.images import load_image  # noqa: E402
-from faceverify.pairs import find_lfw_root, lfw_image_dir, read_lfw_pairs  # noqa: E402
+from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
+from faceverify.images import load_image
+from tools.common import PeerFailed, lfw_root
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 UPSAMPLE = 1
+DESCRIPTOR_SIZE = 128
 PROTOCOLS = {"devtest": "pairsDevTest.txt", "devtrain": "pairsDevTrain.txt"}
+
+
+def checked_descriptors(vectors: np.ndarray, count: int) -> np.ndarray:
+    """``vectors`` if they are ``count`` finite, non-zero 128-d descriptors; PeerFailed otherwise."""
+    if vectors.shape != (count, DESCRIPTOR_SIZE):
+        raise PeerFailed("dlib", f"{count} descriptors of size {DESCRIPTOR_SIZE} expected, got shape {vectors.shape}")
+    if not np.all(np.isfinite(vectors)) or np.any(np.linalg.norm(vectors, axis=1) == 0):
+        raise PeerFailed("dlib", "descriptors contain NaN, infinite or all-zero vectors")
+    return vectors
 
 
 def dlib_models_dir() -> Path:
     """The model files shipped by face-recognition-models (located without importing it: it needs pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("face-recognition-models is not installed (pip install face-recognition-models)")
+        raise PeerFailed("dlib", "face-recognition-models is not installed (pip install -e '.[peer]')")
     return Path(spec.submodule_search_locations[0]) / "models"
 
 
@@ -61,13 +67,15 @@ class DlibPipeline:
 
     def descriptor(self, chip: np.ndarray) -> np.ndarray:
         """The 128-d descriptor (dlib's scale, not unit length) of one chip."""
-        return np.asarray(self.recognizer.compute_face_descriptor(chip), np.float32)
+        vector = np.asarray(self.recognizer.compute_face_descriptor(chip), np.float32)
+        return checked_descriptors(vector[None], 1)[0]
 
     def descriptors(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """Descriptors of many chips in one batch: N x 128."""
         if len(chips) == 0:
-            return np.zeros((0, 128), np.float32)
-        return np.asarray(self.recognizer.compute_face_descriptor(list(chips)), np.float32)
+            return np.zeros((0, DESCRIPTOR_SIZE), np.float32)
+        vectors = np.asarray(self.recognizer.compute_face_descriptor(list(chips)), np.float32)
+        return checked_descriptors(vectors, len(chips))
 
     def embed_image(self, img: np.ndarray) -> np.ndarray | None:
         """Full pipeline on an RGB uint8 image; None when no face is found."""
@@ -80,6 +88,7 @@ class DlibPipeline:
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors."""
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
@@ -104,6 +113,8 @@ def score_pairs(root: Path, protocol: str, out: Path, limit: int | None = None) 
             missed += score == ""
             writer.writerow([pair.path_a.as_posix(), pair.path_b.as_posix(), int(pair.same), score])
     faceless = sum(v is None for v in cache.values())
+    if pairs and missed == len(pairs):
+        raise PeerFailed("dlib", f"no pair scored: HOG found no face in {faceless} of {len(cache)} images")
     print(f"{len(pairs)} pairs -> {out}; dlib found no face in {faceless} of {len(cache)} images "
           f"({missed} pairs unscored)")
 
@@ -117,10 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs.add_argument("--limit", type=int, help="only the first N same and first N different pairs")
     pairs.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    root = find_lfw_root(args.lfw)
-    if root is None:
-        parser.error("LFW not found: pass --lfw or set $FACEVERIFY_LFW")
-    score_pairs(root, args.protocol, args.out, args.limit)
+    score_pairs(lfw_root(args.lfw), args.protocol, args.out, args.limit)
 
 
 if __name__ == "__main__":

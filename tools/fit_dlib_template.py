@@ -1,6 +1,6 @@
 """Fit the alignment template that puts MTCNN's 5 landmarks where dlib's face chips put those facial points.
 
-    python tools/fit_dlib_template.py [--lfw ROOT] [--limit 1000] [--check 50] [--card models/dlib-resnet-v1.json]
+    python tools/fit_dlib_template.py [--lfw ROOT] [--limit 1000] [--check 50] [--card faceverify/models/dlib-resnet-v1.json]
 
 The imported dlib ResNet was trained on dlib's chips (5-point shape, get_face_chip size 150, padding 0.25), so
 its template must map MTCNN's landmarks onto where those chips show the eyes, nose tip and mouth corners. For
@@ -30,19 +30,16 @@ import cv2
 import dlib
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
+from faceverify.align import align_face, similarity_transform
+from faceverify.detect import Detector, select_faces
+from faceverify.embed import Embedder
+from faceverify.eval.pairs import lfw_image_dir, lfw_image_path, read_lfw_people
+from faceverify.images import load_image
+from faceverify.modelcard import ModelCard
+from tools.common import REPO_ROOT, lfw_root
+from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, DlibPipeline, cosine
 
-from faceverify.align import align_face, similarity_transform  # noqa: E402
-from faceverify.detect import Detector, select_faces  # noqa: E402
-from faceverify.embed import Embedder  # noqa: E402
-from faceverify.images import load_image  # noqa: E402
-from faceverify.modelcard import ModelCard  # noqa: E402
-from faceverify.pairs import find_lfw_root, lfw_image_dir, lfw_image_path, read_lfw_people  # noqa: E402
-from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, DlibPipeline, cosine  # noqa: E402
-
-DEFAULT_CARD = REPO_ROOT / "models" / "dlib-resnet-v1.json"
+DEFAULT_CARD = REPO_ROOT / "faceverify" / "models" / "dlib-resnet-v1.json"
 POINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 MAX_CENTRE_OFFSET = 0.35
 """Largest distance between dlib's and MTCNN's box centres, as a fraction of dlib's box width, for one face."""
@@ -229,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--card", type=Path, default=DEFAULT_CARD, help="model card to write the template into")
     parser.add_argument("--wait-minutes", type=float, default=40.0, help="how long to wait for the card to appear")
     args = parser.parse_args(argv)
-    root = find_lfw_root(args.lfw)
-    if root is None:
-        parser.error("LFW not found: pass --lfw or set $FACEVERIFY_LFW")
+    root = lfw_root(args.lfw)
 
     images = lfw_image_dir(root)
     people = read_lfw_people(root / "peopleDevTrain.txt")

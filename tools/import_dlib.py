@@ -1,6 +1,6 @@
 """Import dlib's CC0 face recognition ResNet into faceverify: safetensors weights plus a model card.
 
-    python tools/import_dlib.py [--dat PATH] [--out models/]
+    python tools/import_dlib.py [--dat PATH] [--out faceverify/models/]
 
 The .dat file is read directly, following dlib's own serialisation code (dlib/serialize.h,
 dlib/float_details.h, dlib/dnn/{core,tensor,layers,input,loss}.h); dlib is neither called nor compiled.
@@ -29,14 +29,11 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faceverify.errors import ModelError  # noqa: E402
-from faceverify.modelcard import ModelCard  # noqa: E402
-from faceverify.networks import build  # noqa: E402
-from faceverify.networks.dlib_resnet import ChannelAffine, DlibResNet  # noqa: E402
+from faceverify.errors import ModelError
+from faceverify.modelcard import ModelCard
+from faceverify.networks import build
+from faceverify.networks.dlib_resnet import ChannelAffine, DlibResNet
+from tools.common import REPO_ROOT
 
 SOURCE_PACKAGE = "face-recognition-models"
 SOURCE_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -582,7 +579,7 @@ def describe(net: DlibNet) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dat", type=Path, help=f"dlib's {SOURCE_FILE} (default: from {SOURCE_PACKAGE})")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models", help="output folder (default: models/)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "faceverify" / "models", help="output folder (default: faceverify/models/)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     try:

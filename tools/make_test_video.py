@@ -13,8 +13,8 @@ import argparse
 from pathlib import Path
 
 from faceverify.errors import FaceverifyError
-from faceverify.pairs import find_lfw_root
-from faceverify.video_synth import choose_cast, make_test_video
+from faceverify.eval.pairs import find_lfw_root
+from tools.video_synth import choose_cast, make_test_video
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
     python tools/peer_dlib_eval.py --side-by-side [--root LFW] [--protocol devtest] [--timing-images 100] [--rounds 3]
 
 dlib's pipeline (tools/dlib_peer.DlibPipeline: HOG detector upsampling once, 5-point shape, 150 x 150 chip with
-padding 0.25, ResNet descriptor) is wrapped to look like faceverify's FacePipeline, so faceverify.evaluate runs
+padding 0.25, ResNet descriptor) is wrapped to look like faceverify's FacePipeline, so faceverify.eval.evaluate runs
 it unchanged: the same pair scoring (cosine of unit-length descriptors), threshold rules, metrics and reports.
 When HOG finds no face the chip is the same fixed centre crop faceverify falls back to, counted in ``no_face``.
 Descriptors are cached per image content under a model id naming both .dat files' hashes.
@@ -26,21 +26,18 @@ import dlib
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: make the package importable
-    sys.path.insert(0, str(REPO_ROOT))
-
-from faceverify.align import center_crop  # noqa: E402
-from faceverify.cache import EmbeddingCache  # noqa: E402
-from faceverify.cli_evaluate import identification_lines, lfw_root_or_fail, progress_bar, verification_lines  # noqa: E402
-from faceverify.detect import Face, FaceChoice, select_faces  # noqa: E402
-from faceverify.embed import sha256_file  # noqa: E402
-from faceverify.errors import BadInputError, FaceverifyError, ModelError, NoFaceError  # noqa: E402
-from faceverify.evaluate import PROTOCOL_FILES, FrontEnd, evaluate_identification, evaluate_lfw  # noqa: E402
-from faceverify.images import load_image  # noqa: E402
-from faceverify.pairs import lfw_image_dir, read_lfw_pairs  # noqa: E402
-from faceverify.pipeline import Fallback, FaceEmbedding, FacePipeline, ImageResult  # noqa: E402
-from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, UPSAMPLE, DlibPipeline, dlib_models_dir  # noqa: E402
+from faceverify.align import center_crop
+from faceverify.detect import Face, FaceChoice, select_faces
+from faceverify._util import sha256_file
+from faceverify.errors import BadInputError, FaceverifyError, ModelError, NoFaceError
+from faceverify.eval.cache import EmbeddingCache
+from faceverify.eval.evaluate import PROTOCOL_FILES, FrontEnd, evaluate_identification, evaluate_lfw
+from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
+from faceverify.eval.report import identification_lines, verification_lines
+from faceverify.images import load_image
+from faceverify.pipeline import Fallback, FaceEmbedding, FacePipeline, ImageResult
+from tools.common import PeerFailed, lfw_root, progress_bar
+from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, UPSAMPLE, DlibPipeline, dlib_models_dir
 
 RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -146,14 +143,22 @@ def timing_sample(root: Path, count: int) -> list[Path]:
     return [lfw_image_dir(root) / p for p in unique[:count]]
 
 
+def checked(report: dict[str, Any], front: FrontEnd) -> dict[str, Any]:
+    """``report``, unless ``front`` found no face in any image (the figures would then be the centre crops', not
+    the pipeline's): then PeerFailed."""
+    if report["images"] and report["no_face"] == report["images"]:
+        raise PeerFailed(front.card.name, f"no face found in any of the {report['images']} images")
+    return report
+
+
 def evaluate_both(
     front: FrontEnd, root: Path, protocol: str, face: FaceChoice
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verification on ``protocol`` and open-set identification, with ``front``'s own embedding cache."""
     cache = EmbeddingCache(front.card.model_id)
     with progress_bar() as start:
-        verification = evaluate_lfw(front, root, protocol, face, cache, progress=start)
-        identification = evaluate_identification(front, root, face, cache, progress=start)
+        verification = checked(evaluate_lfw(front, root, protocol, face, cache, progress=start), front)
+        identification = checked(evaluate_identification(front, root, face, cache, progress=start), front)
     return verification, identification
 
 
@@ -206,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (side by side)")
     args = parser.parse_args(argv)
     try:
-        root = lfw_root_or_fail(args.root)
+        root = lfw_root(args.root, "--root")
         if args.side_by_side:
             print(side_by_side(root, args.protocol, args.face, args.timing_images, args.rounds))
             return 0
@@ -214,10 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         cache = EmbeddingCache(front.card.model_id)
         with progress_bar() as start:
             if args.identify:
-                report = evaluate_identification(front, root, args.face, cache, progress=start)
+                report = checked(evaluate_identification(front, root, args.face, cache, progress=start), front)
                 lines = identification_lines(report)
             else:
-                report = evaluate_lfw(front, root, args.protocol, args.face, cache, progress=start)
+                report = checked(evaluate_lfw(front, root, args.protocol, args.face, cache, progress=start), front)
                 lines = verification_lines(report)
     except FaceverifyError as exc:
         print(f"peer_dlib_eval: error: {exc}", file=sys.stderr)

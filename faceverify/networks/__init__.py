@@ -1,38 +1,7 @@
-"""Embedding architectures, registered by the name that model cards use in their 'architecture' field."""
+"""Embedding architectures, registered by the name that model cards use in their 'architecture' field: importing
+the package registers the shipped ones (``dlib_resnet``, ``mobilefacenet``); ``build`` makes one by name."""
 
-from __future__ import annotations
+from . import dlib_resnet, mobilefacenet  # noqa: F401  (they register themselves)
+from .registry import build, register
 
-from typing import Callable
-
-from torch import nn
-
-from ..errors import ModelError
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Class decorator: make an architecture constructible from a model card."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-def build(name: str, embedding_size: int) -> nn.Module:
-    """Instantiate the architecture named in a model card (weights not loaded)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown architecture '{name}' (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name](embedding_size=embedding_size)
-
-
-def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    from . import dlib_resnet, mobilefacenet  # noqa: F401  (register themselves)
+__all__ = ["build", "register"]

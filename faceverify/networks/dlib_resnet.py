@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from .registry import register
 
 INPUT_SIZE = 150
 

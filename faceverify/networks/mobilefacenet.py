@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import register
+from .registry import register
 
 INPUT_SIZE = 112
 

@@ -16,6 +16,8 @@ from ..errors import FaceverifyError
 
 MINERS = ("none", "batch_hard", "semihard", "hard", "all", "multi_similarity")
 LOSSES = ("triplet", "supcon", "distill")
+RETIRED_KEYS = {"validation": ("batch_size",)}
+"""Keys that configs no longer take (an error in a config file) but older checkpoints still record."""
 
 
 @dataclass
@@ -132,7 +134,6 @@ class ValidationConfig:
     lfw_root: str = ""
     pairs: str = ""
     extra_caches: list[str] = field(default_factory=list)
-    batch_size: int = 64
 
 
 @dataclass
@@ -247,6 +248,17 @@ def config_from_dict(data: dict[str, Any], overrides: Sequence[str] = ()) -> Tra
     cfg = _build(TrainConfig, data, "")
     cfg.validate()
     return cfg
+
+
+def stored_config(data: dict[str, Any]) -> TrainConfig:
+    """The config recorded in a checkpoint: like :func:`config_from_dict`, but keys retired since older
+    checkpoints were written are dropped first, so their runs still resume and export."""
+    data = json.loads(json.dumps(data))
+    for section, keys in RETIRED_KEYS.items():
+        if isinstance(data.get(section), dict):
+            for key in keys:
+                data[section].pop(key, None)
+    return config_from_dict(data)
 
 
 def bundled_configs() -> dict[str, Path]:

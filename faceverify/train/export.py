@@ -1,9 +1,9 @@
 """Export: a run's best checkpoint becomes ``<models>/<name>.safetensors`` plus its model card.
 
 The card records the data, configuration, losses and epochs; thresholds calibrated with
-:mod:`faceverify.calibrate` on every pair of the training cache (LFW DevTrain for the shipped configs: these
+:mod:`faceverify.eval.calibrate` on every pair of the training cache (LFW DevTrain for the shipped configs: these
 identities were *seen in training*, so the thresholds are optimistic and the card says so); and, when LFW is
-available, DevTrain and DevTest figures from :func:`faceverify.evaluate.evaluate_lfw`, with the DevTest FAR
+available, DevTrain and DevTest figures from :func:`faceverify.eval.evaluate.evaluate_lfw`, with the DevTest FAR
 actually measured at the calibrated FAR=1e-3 threshold.
 """
 
@@ -19,12 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import networks
-from ..cache import embed_paths
-from ..calibrate import CALIBRATION_FARS, all_pair_scores, calibrate_scores
-from ..embed import Embedder, models_dir, sha256_file
+from .._util import pick_device, sha256_file
+from ..embed import Embedder, models_dir
 from ..errors import FaceverifyError
+from ..eval.cache import embed_paths
+from ..eval.calibrate import CALIBRATION_FARS, all_pair_scores, calibrate_scores
 from ..modelcard import ModelCard
-from .config import config_from_dict, expand
+from .config import expand, stored_config
 from .prepare import UNREADABLE, FaceCache
 from .validate import CachedFrontEnd
 
@@ -87,7 +88,7 @@ def export_run(
     The weights file is removed again if the card cannot be completed: no weights without their card.
     """
     meta, weights = load_best(run_dir)
-    cfg = config_from_dict(meta["config"])
+    cfg = stored_config(meta["config"])
     name = name or cfg.name
     directory = directory or models_dir()
     card_path, weights_path = directory / f"{name}.json", directory / f"{name}.safetensors"
@@ -101,12 +102,12 @@ def export_run(
     weights_path.chmod(0o644)  # safetensors writes 0600; a model is meant to be read by everyone who runs it
     try:
         card = _describe(meta, run_dir, name, weights_path, cache, notes)
-        front = CachedFrontEnd(Embedder(card, network, torch.device(device) if device else _device()),
+        front = CachedFrontEnd(Embedder(card, network, pick_device(device)),
                                [cache, *(FaceCache(p) for p in extra_caches)])
         progress("calibrating thresholds on the training cache")
         card.thresholds, card.calibration = calibrate_on_cache(front, cache)
         if lfw_root is not None:
-            from ..evaluate import evaluate_lfw
+            from ..eval.evaluate import evaluate_lfw
 
             for protocol in ("devtrain", "devtest"):
                 progress(f"evaluating on LFW {protocol}")
@@ -148,9 +149,3 @@ def _describe(meta: dict[str, Any], run_dir: Path, name: str, weights_path: Path
             config=cfg,
         ),
     )
-
-
-def _device() -> torch.device:
-    from ..detect import pick_device
-
-    return pick_device()

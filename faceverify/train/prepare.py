@@ -19,7 +19,6 @@ Images without a detected face get the centre crop the pipeline uses as its fall
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -30,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .._util import sha256_bytes, write_atomic
 from ..detect import Detector, FaceChoice, select_faces
 from ..errors import BadInputError, FaceverifyError
 from ..images import list_images, load_image
@@ -41,7 +41,7 @@ DEFAULT_SIZES = (150, 112)
 
 def default_cache_root() -> Path:
     """Where face caches go unless told otherwise: ``<user cache dir>/faces`` (see ``$FACEVERIFY_CACHE``)."""
-    from ..cache import default_cache_dir
+    from ..eval.cache import default_cache_dir
 
     return default_cache_dir() / "faces"
 
@@ -84,7 +84,7 @@ class Listing:
 
     def digest(self) -> str:
         text = json.dumps([self.paths, self.labels.tolist(), self.names])
-        return hashlib.sha256(text.encode()).hexdigest()
+        return sha256_bytes(text.encode())
 
 
 def list_identity_folders(root: Path) -> Listing:
@@ -107,7 +107,7 @@ def list_identity_folders(root: Path) -> Listing:
 
 def list_lfw_people(root: Path, people_file: Path) -> Listing:
     """The LFW images of the identities in a people file (``Name_NNNN.jpg``, 1..count per name)."""
-    from ..pairs import lfw_image_path, read_lfw_people
+    from ..eval.pairs import lfw_image_path, read_lfw_people
 
     paths: list[str] = []
     labels: list[int] = []
@@ -121,7 +121,7 @@ def list_lfw_people(root: Path, people_file: Path) -> Listing:
 
 def list_lfw_pairs(root: Path, pairs_file: Path) -> Listing:
     """The distinct images of an LFW pairs file, labelled by identity (for evaluation caches)."""
-    from ..pairs import read_lfw_pairs
+    from ..eval.pairs import read_lfw_pairs
 
     unique = dict.fromkeys(p.as_posix() for pair in read_lfw_pairs(pairs_file) for p in (pair.path_a, pair.path_b))
     names = sorted({p.split("/")[0] for p in unique})
@@ -190,9 +190,7 @@ def _read_done(directory: Path) -> set[int]:
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data))
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -1,10 +1,10 @@
 """Validation with the code `faceverify evaluate` runs, for a network that is still training.
 
-:class:`CachedFrontEnd` is the front end :mod:`faceverify.evaluate` expects (``card`` + ``process_paths``):
+:class:`CachedFrontEnd` is the front end :mod:`faceverify.eval.evaluate` expects (``card`` + ``process_paths``):
 an image found in a face cache prepared with the same face choice and crop geometry is embedded from its
 cached crop (made by the shipped detect + align code, so only the network runs); any other image goes through
 the live :class:`~faceverify.pipeline.FacePipeline`. The scores, thresholds and reports are then those of
-:func:`faceverify.evaluate.evaluate_lfw` / :func:`~faceverify.evaluate.evaluate_pairs` unchanged.
+:func:`faceverify.eval.evaluate.evaluate_lfw` / :func:`~faceverify.eval.evaluate.evaluate_pairs` unchanged.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_validation(
 ) -> dict[str, Any] | None:
     """The validation report: a pair file with folds (k-fold accuracy) when given, else LFW pairsDevTrain
     (accuracy at its own best threshold, the selection figure), else None."""
-    from ..evaluate import evaluate_lfw, evaluate_pairs
+    from ..eval.evaluate import evaluate_lfw, evaluate_pairs
 
     if pairs is not None:
         return evaluate_pairs(front, pairs, face=face)

@@ -1,6 +1,6 @@
 """`faceverify prepare`, `faceverify train` and `faceverify export-model`: training on identity folders.
 
-A typer app whose commands join the main CLI at the top level (``app.add_typer(train_app)``). Heavy imports
+A typer app whose commands join the main CLI at the top level (``app.add_typer(train_app)``, below). Heavy imports
 happen inside the commands so that `faceverify --help` stays fast; errors are FaceverifyError for
 :func:`faceverify.cli.run` to report as one line.
 """
@@ -9,34 +9,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from contextlib import contextmanager
+from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
-from .errors import FaceverifyError
+from ..errors import FaceverifyError
+from .options import app, progress_bar
+
+if TYPE_CHECKING:
+    from ..train.loop import Progress
 
 train_app = typer.Typer(no_args_is_help=True, help="Prepare face caches, train embedding networks, export them.")
 
 
 class PrepareFace(str, Enum):
+    """The face an image stands for when it is prepared."""
+
     center = "center"
     largest = "largest"
-
-
-@contextmanager
-def _bar(label: str, total: int, quiet: bool = False) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr (silent when stderr is not a terminal); yields ``advance(n)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=quiet or not sys.stderr.isatty()) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 @train_app.command()
@@ -54,8 +47,8 @@ def prepare(
     as_json: bool = typer.Option(False, "--json", help="Print the cache summary as JSON."),
 ) -> None:
     """Detect and align every face once (the shipped front end) into a memory-mapped cache; resumable."""
-    from .pairs import lfw_image_dir
-    from .train.prepare import (
+    from ..eval.pairs import lfw_image_dir
+    from ..train.prepare import (
         DEFAULT_SIZES,
         NO_FACE,
         UNREADABLE,
@@ -79,7 +72,8 @@ def prepare(
     out = out or default_cache_root() / f"{data.resolve().name}-{stem}"
     geometries = scaled_geometries(size or DEFAULT_SIZES, reference)
     workers = default_workers() if workers is None else workers
-    with _bar("preparing faces", len(listing.paths), as_json) as advance:
+    with progress_bar(as_json) as start:
+        advance = start("preparing faces", len(listing.paths))
         cache = run_prepare(listing, out, geometries, face.value, workers, chunk_size, device, advance, selection)
     summary = dict(
         cache=str(out), images=len(cache.paths), identities=len(cache.names),
@@ -101,17 +95,36 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
     """Train an embedding network on a prepared face cache; several GPUs: torchrun --nproc_per_node N $(which faceverify) train ..."""
-    from .train.config import load_config
-    from .train.loop import train as run_training
+    from ..train.config import load_config
+    from ..train.loop import train as run_training
 
     extra = [f"data.images={json.dumps(str(data))}"] if data is not None else []
     cfg = load_config(config, [*(overrides or []), *extra])
-    result = run_training(cfg, resume=resume, echo=typer.echo)
+    with ExitStack() as bars:
+        result = run_training(cfg, resume=resume, echo=typer.echo, progress=_epoch_bars(bars))
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     best = result["best_score"]
     typer.echo(f"trained {result['epoch']} epoch(s), {result['global_step']} steps; best validation accuracy "
                f"{'n/a' if best is None else f'{best:.4f}'}; checkpoints in {result['out']}/checkpoints")
+
+
+def _epoch_bars(stack: ExitStack) -> Progress:
+    """The training loop's ``progress(done, total, info)`` drawn as one bar per epoch with its running loss;
+    each bar closes when its epoch's steps are done (before the epoch's report), the last one with ``stack``."""
+    state: dict[str, Any] = dict(epoch=None, done=0, advance=None)
+
+    def progress(done: int, total: int, info: dict[str, Any]) -> None:
+        if info["epoch"] != state["epoch"]:
+            start = stack.enter_context(progress_bar())
+            state.update(epoch=info["epoch"], done=0, advance=start(f"epoch {info['epoch']}/{info['epochs']}", total))
+        loss = info["loss"]
+        state["advance"](done - state["done"], "loss -" if loss is None else f"loss {loss:.4f}")
+        state["done"] = done
+        if done >= total:
+            stack.close()
+
+    return progress
 
 
 @train_app.command("export-model")
@@ -127,9 +140,12 @@ def export_model(
     force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
 ) -> None:
     """Write the run's best checkpoint as <models>/<name>.safetensors with a calibrated, evaluated model card."""
-    from .pairs import find_lfw_root
-    from .train.export import export_run
+    from ..eval.pairs import find_lfw_root
+    from ..train.export import export_run
 
     lfw = None if no_lfw else find_lfw_root(root)
     card_path = export_run(run, name, models, lfw, cache or [], device, force, notes, progress=typer.echo)
     typer.echo(f"exported {card_path} (not made the default: edit models/DEFAULT to choose it)")
+
+
+app.add_typer(train_app)  # prepare, train, export-model at the top level

@@ -14,12 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detect import Detector, select_faces
-from .errors import FaceverifyError, NoFaceError
-from .images import load_image
-from .pairs import lfw_image_dir, read_lfw_people
-from .tracking import visible_fraction
-from .video import open_video_writer
+from faceverify.detect import Detector, select_faces
+from faceverify.errors import FaceverifyError, NoFaceError
+from faceverify.images import load_image
+from faceverify.eval.pairs import lfw_image_dir, read_lfw_people
+from faceverify.video.tracking import visible_fraction
+from faceverify.video import open_video_writer
 
 MIN_VISIBLE = 0.5
 """A face counts as in the scene (ground truth) in frames where at least this share of its box is visible."""
@@ -66,7 +66,7 @@ def choose_cast(
 
 
 @dataclass
-class _Sprite:
+class Sprite:
     """An actor's head cut from its still: BGR tile, soft alpha, and the face box within the tile."""
 
     tile: np.ndarray
@@ -74,7 +74,7 @@ class _Sprite:
     face: np.ndarray
 
 
-def _sprite(path: Path, detector: Detector) -> _Sprite:
+def sprite(path: Path, detector: Detector) -> Sprite:
     """The head of the face nearest the still's centre, with any other face in the still masked out (so the
     video holds no face missing from the ground truth)."""
     rgb = load_image(path)
@@ -98,10 +98,10 @@ def _sprite(path: Path, detector: Detector) -> _Sprite:
             corner2 = (int(bx2 + mx - ox), int(by2 + my - oy))
             cv2.rectangle(alpha, corner1, corner2, 0.0, cv2.FILLED)
     alpha = cv2.GaussianBlur(alpha, (0, 0), n * 0.04)
-    return _Sprite(tile, alpha, np.array([x1 - ox, y1 - oy, x2 - ox, y2 - oy], np.float64))
+    return Sprite(tile, alpha, np.array([x1 - ox, y1 - oy, x2 - ox, y2 - oy], np.float64))
 
 
-def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+def background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """A still 'room': a vertical gradient with a few soft-edged blocks of colour."""
     ramp = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
     top, bottom = rng.uniform(90, 200, 3), rng.uniform(40, 140, 3)
@@ -130,7 +130,7 @@ def _spans(count: int, frames: int, lanes: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _motion_blur(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
+def motion_blur(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
     length = int(min(np.hypot(dx, dy), 15))
     if length < 3:
         return tile
@@ -161,12 +161,12 @@ def make_test_video(
     frames = int(round(seconds * fps))
     rng = np.random.default_rng(seed)
     lanes = min(3, len(actors))
-    sprites = [_sprite(a.image, detector) for a in actors]
-    background = _background(width, height, rng)
+    sprites = [sprite(a.image, detector) for a in actors]
+    scene = background(width, height, rng)
     noise = [rng.normal(0, 2.5, (height, width, 3)).astype(np.float32) for _ in range(6)]
     plans = []
-    for (first, last, lane), sprite in zip(_spans(len(actors), frames, lanes), sprites):
-        face_w = sprite.face[2] - sprite.face[0]
+    for (first, last, lane), spr in zip(_spans(len(actors), frames, lanes), sprites):
+        face_w = spr.face[2] - spr.face[0]
         plans.append(dict(
             first=first, last=last, x=(lane + 0.5) * width / lanes, y=height / 2 + rng.uniform(-50, 50),
             from_top=bool(rng.integers(0, 2)), width=rng.uniform(75, 100) / face_w,
@@ -193,18 +193,18 @@ def make_test_video(
     writer = open_video_writer(out, fps, width, height)
     try:
         for f in range(frames):
-            canvas = background * (1 + 0.03 * np.sin(2 * np.pi * f / (3 * fps))) + noise[f % len(noise)]
-            for i, (p, sprite) in enumerate(zip(plans, sprites)):
+            canvas = scene * (1 + 0.03 * np.sin(2 * np.pi * f / (3 * fps))) + noise[f % len(noise)]
+            for i, (p, spr) in enumerate(zip(plans, sprites)):
                 if not p["first"] <= f <= p["last"]:
                     continue
                 x, y, scale = place(p, f)
                 px, py, _ = place(p, max(f - 1, p["first"]))
-                fx1, fy1, fx2, fy2 = sprite.face * scale
-                n = max(2, int(round(sprite.tile.shape[0] * scale)))
+                fx1, fy1, fx2, fy2 = spr.face * scale
+                n = max(2, int(round(spr.tile.shape[0] * scale)))
                 ox = int(round(x - (fx1 + fx2) / 2))
                 oy = int(round(y - (fy1 + fy2) / 2))
-                tile = _motion_blur(cv2.resize(sprite.tile, (n, n), interpolation=cv2.INTER_AREA), x - px, y - py)
-                alpha = cv2.resize(sprite.alpha, (n, n), interpolation=cv2.INTER_LINEAR)[..., None]
+                tile = motion_blur(cv2.resize(spr.tile, (n, n), interpolation=cv2.INTER_AREA), x - px, y - py)
+                alpha = cv2.resize(spr.alpha, (n, n), interpolation=cv2.INTER_LINEAR)[..., None]
                 x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + n, width), min(oy + n, height)
                 if x0 < x1 and y0 < y1:
                     region = canvas[y0:y1, x0:x1]

@@ -1,7 +1,7 @@
 """Evaluation with the same front end, model and decision rule users run: LFW protocols, pair lists, open-set search.
 
 Every image is embedded once (centre-crop fallback when no face is found: counted as ``no_face``, never dropped)
-and every pair is scored with :func:`faceverify.verify.cosine`, the similarity ``verify`` decides on.
+and every pair is scored with :func:`faceverify.decision.cosine`, the similarity ``verify`` decides on.
 
 Thresholds are never chosen on the pairs they are reported on: DevTest accuracy is measured at the threshold
 with the best accuracy on pairsDevTrain, View 2 uses the standard 10-fold rule (each fold's threshold chosen on
@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 import numpy as np
 
 from .cache import EmbeddingCache, embed_paths
-from .detect import FaceChoice
-from .errors import BadInputError, FaceverifyError, ModelError
+from ..detect import FaceChoice
+from ..errors import BadInputError, FaceverifyError, ModelError
 from .metrics import (
     accuracy_at,
     best_threshold,
@@ -31,8 +31,8 @@ from .metrics import (
     verification_report,
 )
 from .pairs import Pair, lfw_image_dir, lfw_image_path, read_lfw_pairs, read_lfw_people, read_pair_file
-from .pipeline import Fallback, ImageResult
-from .verify import DEFAULT_FAR, cosine, identification_point
+from ..pipeline import Fallback, ImageResult
+from ..decision import DEFAULT_FAR, cosine, identification_point
 
 __all__ = [
     "PROTOCOL_FILES",
@@ -101,7 +101,7 @@ def embed_images(
     progress: StartProgress | None,
     label: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One embedding per image and the detected-face mask (see :func:`faceverify.cache.embed_paths`)."""
+    """One embedding per image and the detected-face mask (see :func:`faceverify.eval.cache.embed_paths`)."""
     advance = progress(label, len(paths)) if progress is not None else None
     return embed_paths(pipeline, paths, face, cache, advance)  # type: ignore[arg-type]
 
@@ -217,7 +217,7 @@ def evaluate_pairs(
     scores_path: Path | None = None,
     plot_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Verification report on a generic pair file (see :func:`faceverify.pairs.read_pair_file`).
+    """Verification report on a generic pair file (see :func:`faceverify.eval.pairs.read_pair_file`).
 
     With a fold column the k-fold rule applies (a fixed threshold is then refused); without one, accuracy is
     measured at ``threshold``, else at the card's calibrated FAR=1e-3 threshold.
@@ -258,7 +258,7 @@ def evaluate_identification(
 
     Each identity with two or more images enrols its first image; its other images are mated probes. Identities
     with a single image are never enrolled: their images are non-mated probes. Reports rank-1 and DIR at FPIR
-    1% and 10% (see :func:`faceverify.metrics.open_set_identification`) with the probe and gallery counts, and
+    1% and 10% (see :func:`faceverify.eval.metrics.open_set_identification`) with the probe and gallery counts, and
     what `identify` would do by default with this gallery (``default_point``: the threshold chosen to hold FPIR
     at 1% from the card's calibration, and the FPIR and DIR measured there), when the card has thresholds.
     """

@@ -9,10 +9,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .cache import EmbeddingCache, embed_paths
-from .errors import FaceverifyError
+from ..errors import FaceverifyError
 from .metrics import far_key, far_of_threshold, threshold_at_far
 from .pairs import lfw_image_dir, lfw_image_path, read_lfw_people
-from .pipeline import FacePipeline
+from ..pipeline import FacePipeline
 
 CALIBRATION_FARS = (1e-2, 1e-3, 1e-4)
 CURVE_FARS = tuple(float(f) for f in np.logspace(-6, -0.3, 24))

@@ -1,63 +1,42 @@
-"""The `faceverify` command: a thin typer layer over faceverify.api.
-
-Exit codes: 0 success (verify: same person), 1 verify: different people, 2 error (nothing changed),
-3 partial: some inputs failed and were reported, the rest were processed.
-"""
+"""The everyday commands: verify, enroll, identify (stills, and --source for video), the gallery subcommands,
+models and calibrate. Thin typer wrappers over :class:`faceverify.api.FaceVerifier`; heavy imports happen inside
+the commands."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-import warnings
-from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from .cli_evaluate import evaluate_app
-from .cli_train import train_app
-from .errors import FaceverifyError
-
-EXIT_DIFFERENT = 1
-EXIT_ERROR = 2
-EXIT_PARTIAL = 3
-
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    no_args_is_help=True,
-    help="Face verification and identification with calibrated thresholds.",
+from ..errors import FaceverifyError
+from .options import (
+    EXIT_DIFFERENT,
+    EXIT_ERROR,
+    EXIT_PARTIAL,
+    DeviceOpt,
+    FaceChoiceOpt,
+    FaceOpt,
+    FarOpt,
+    GalleryOpt,
+    JsonOpt,
+    ModelOpt,
+    ThresholdOpt,
+    app,
+    err,
+    progress_bar,
 )
+
+if TYPE_CHECKING:
+    from ..api import EnrollReport, FaceVerifier
+    from ..gallery import Gallery
+
 gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the gallery of enrolled identities.")
-app.add_typer(gallery_app, name="gallery")
-app.add_typer(evaluate_app, name="evaluate")
-app.add_typer(train_app)  # prepare, train, export-model at the top level
 
 
-class FaceOpt(str, Enum):
-    largest = "largest"
-    center = "center"
-    all = "all"
-
-
-ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
-DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
-GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file (default: $FACEVERIFY_GALLERY, else the user data dir).")
-FarOpt = typer.Option(None, "--far", help="False-accept rate of one comparison whose calibrated threshold decides "
-                      "(verify: default 1e-3; identify: default from --fpir).")
-ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity threshold; overrides --far.")
-JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
-FaceChoiceOpt = typer.Option(FaceOpt.largest, "--face", help="Which faces count in an image holding several.")
-
-
-def _err(message: str) -> None:
-    typer.echo(f"faceverify: error: {message}", err=True)
-
-
-def _verifier(model: Optional[str], device: Optional[str]):
-    from .api import FaceVerifier
+def _verifier(model: Optional[str], device: Optional[str]) -> FaceVerifier:
+    from ..api import FaceVerifier
 
     return FaceVerifier(model, device)
 
@@ -116,12 +95,12 @@ def enroll(
         else:
             report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value)
         for failure in report.failures:
-            _err(str(failure))
+            err(str(failure))
         if as_json:
             typer.echo(json.dumps(dict(added=report.added, failed=[str(f) for f in report.failures], gallery=str(store.path))))
         if report.failures and not report.added:
             if from_folders is None and not skip_bad:
-                _err("nothing was enrolled (fix or drop the files above, or pass --skip-bad)")
+                err("nothing was enrolled (fix or drop the files above, or pass --skip-bad)")
             raise typer.Exit(EXIT_ERROR)
         if not as_json:
             for name, n in report.added.items():
@@ -129,13 +108,12 @@ def enroll(
     raise typer.Exit(EXIT_PARTIAL if report.failures else 0)
 
 
-def _enroll_folders(fv, store, root: Path, quiet: bool):
-    from rich.progress import Progress
-
+def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool) -> EnrollReport:
+    """``enroll --from-folders``, with a bar advancing once per sub-folder."""
     folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    with Progress(disable=quiet or not sys.stderr.isatty(), transient=True) as progress:
-        task = progress.add_task("enrolling", total=len(folders))
-        return fv.enroll_folders(store, root, progress=lambda _name: progress.advance(task))
+    with progress_bar(quiet) as start:
+        advance = start("enrolling", len(folders))
+        return fv.enroll_folders(store, root, progress=lambda _name: advance(1))
 
 
 @app.command()
@@ -169,7 +147,7 @@ def identify(
     if not Path(store_path).exists():
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")
     if source is not None:
-        from .video import VideoSettings, identify_stream
+        from ..video import VideoSettings, identify_stream
 
         with fv.open_gallery(store_path) as store:
             _warn_fpir(fv, store, far, threshold, fpir, looks=VideoSettings().max_samples)
@@ -181,7 +159,7 @@ def identify(
         for result in fv.identify(store, inputs, far, threshold, face.value, fpir):
             if result.error is not None:
                 failed += 1
-                _err(f"{result.image}: {result.error}")
+                err(f"{result.image}: {result.error}")
                 if as_json:
                     typer.echo(json.dumps(result.to_dict()))
                 continue
@@ -197,9 +175,12 @@ def identify(
         raise typer.Exit(EXIT_ERROR if ok == 0 else EXIT_PARTIAL)
 
 
-def _warn_fpir(fv, store, far: Optional[float], threshold: Optional[float], fpir: Optional[float], looks: int = 1) -> None:
+def _warn_fpir(
+    fv: FaceVerifier, store: Gallery, far: Optional[float], threshold: Optional[float], fpir: Optional[float],
+    looks: int = 1,
+) -> None:
     """One line on stderr when the gallery is too large for the card's calibration to hold the FPIR target."""
-    from .verify import DEFAULT_FPIR
+    from ..decision import DEFAULT_FPIR
 
     if far is not None or threshold is not None or len(store) == 0:
         return
@@ -212,13 +193,14 @@ def _warn_fpir(fv, store, far: Optional[float], threshold: Optional[float], fpir
 
 
 def _default_gallery() -> Path:
-    from .gallery import default_gallery_path
+    from ..gallery import default_gallery_path
 
     return default_gallery_path()
 
 
-def _open_existing_gallery(path: Optional[Path]):
-    from .gallery import Gallery
+def _open_existing_gallery(path: Optional[Path]) -> Gallery:
+    """The gallery at ``path`` (default location when None), opened for any model; it must exist."""
+    from ..gallery import Gallery
 
     path = path or _default_gallery()
     if not Path(path).exists():
@@ -269,21 +251,21 @@ def gallery_rename(old: str, new: str, gallery: Optional[Path] = GalleryOpt) -> 
 @gallery_app.command("export")
 def gallery_export(out: Path, gallery: Optional[Path] = GalleryOpt) -> None:
     """Write every identity and embedding (vectors included) to a JSON file."""
+    from .._util import write_atomic
+
     with _open_existing_gallery(gallery) as store:
         records = [
             dict(name=name, vector=[float(v) for v in vec], **meta) for name, vec, meta in store.iter_vectors()
         ]
         doc = dict(model_id=store.stored_model_id, embeddings=records)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps(doc))
     typer.echo(f"exported {len(records)} embedding(s) to {out}")
 
 
 @app.command()
 def models(as_json: bool = JsonOpt) -> None:
     """The models available, with their cards' key facts."""
-    from .embed import available_models, default_model_name, resolve_card
+    from ..embed import available_models, default_model_name, resolve_card
 
     default = default_model_name()
     rows = []
@@ -302,7 +284,7 @@ def models(as_json: bool = JsonOpt) -> None:
 
 @app.command()
 def calibrate(
-    root: Optional[Path] = typer.Option(None, "--root", help="LFW root with peopleDevTrain.txt (default: $FACEVERIFY_LFW or ../shared/datasets/lfw)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="LFW root with peopleDevTrain.txt (default: $FACEVERIFY_LFW; make sets it to ../shared/datasets/lfw when that exists)."),
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     max_per_person: Optional[int] = typer.Option(None, "--max-per-person", help="Cap images per DevTrain identity."),
@@ -310,21 +292,18 @@ def calibrate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card."""
-    from rich.progress import Progress
+    from ..embed import resolve_card
+    from ..eval.cache import EmbeddingCache
+    from ..eval.calibrate import calibrate_on_lfw, devtrain_images
+    from ..eval.pairs import require_lfw_root
 
-    from .cache import EmbeddingCache
-    from .calibrate import calibrate_on_lfw, devtrain_images
-    from .embed import resolve_card
-    from .pairs import find_lfw_root
-
-    lfw_root = _require_lfw(root, find_lfw_root)
+    lfw_root = require_lfw_root(root)
     fv = _verifier(model, device)
     total = len(devtrain_images(lfw_root, max_per_person)[0])
-    with Progress(disable=as_json or not sys.stderr.isatty(), transient=True) as progress:
-        task = progress.add_task("embedding DevTrain", total=total)
+    with progress_bar(as_json) as start:
         thresholds, record = calibrate_on_lfw(
             fv.pipeline, lfw_root, max_per_person=max_per_person, cache=EmbeddingCache(fv.card.model_id),
-            progress=lambda n: progress.advance(task, n),
+            progress=start("embedding DevTrain", total),
         )
     if not dry_run:
         card, card_path = resolve_card(model)
@@ -342,58 +321,4 @@ def calibrate(
         typer.echo(f"written to {card_path}")
 
 
-def _require_lfw(root: Optional[Path], finder) -> Path:
-    found = finder(root)
-    if found is None:
-        raise FaceverifyError("LFW not found: pass --root DIR or set FACEVERIFY_LFW")
-    return found
-
-
-@app.command()
-def demo(
-    lfw: Optional[Path] = typer.Option(None, "--lfw", help="LFW root (default: $FACEVERIFY_LFW, ../shared/datasets/lfw, or download)."),
-    people: int = typer.Option(8, "--people", help="How many identities to enroll."),
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-) -> None:
-    """Enroll several LFW identities, verify pairs and identify people, printing what was found."""
-    from .demo import run_demo
-
-    run_demo(lfw, people, model, device, echo=typer.echo)
-
-
-def _warn_one_line(message, *_args, **_kwargs) -> None:
-    typer.echo(f"faceverify: warning: {message}", err=True)
-
-
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI on ``argv`` and return its exit code: errors become one line on stderr, never a traceback."""
-    warnings.showwarning = _warn_one_line
-    try:
-        code = app(args=argv, standalone_mode=False, prog_name="faceverify")
-        return int(code or 0)
-    except typer.Exit as exc:
-        return exc.exit_code
-    except FaceverifyError as exc:
-        _err(str(exc))
-        return EXIT_ERROR
-    except (KeyboardInterrupt, typer.Abort):
-        _err("interrupted")
-        return 130
-    except typer.TyperException as exc:  # usage errors: typer prints them as click does
-        exc.show()  # type: ignore[attr-defined]
-        return int(getattr(exc, "exit_code", EXIT_ERROR))
-    except Exception as exc:  # noqa: BLE001 - the CLI promises no traceback
-        if os.environ.get("FACEVERIFY_DEBUG"):
-            raise
-        _err(f"internal error: {type(exc).__name__}: {exc} (set FACEVERIFY_DEBUG=1 for the traceback)")
-        return EXIT_ERROR
-
-
-def main() -> None:
-    """Console entry point."""
-    sys.exit(run())
-
-
-if __name__ == "__main__":
-    main()
+app.add_typer(gallery_app, name="gallery")

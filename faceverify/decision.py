@@ -96,6 +96,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
+    """One comparison decided: same person when the similarity reaches the threshold (``far`` is its FAR)."""
+
     same: bool
     similarity: float
     threshold: float
@@ -103,5 +105,6 @@ class Verdict:
 
 
 def decide(a: np.ndarray, b: np.ndarray, point: OperatingPoint) -> Verdict:
+    """Compare two L2-normalised embeddings at ``point``."""
     s = cosine(a, b)
     return Verdict(s >= point.threshold, s, point.threshold, point.far)

@@ -10,10 +10,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .detect import FaceChoice
-from .embed import sha256_file
-from .errors import BadInputError
-from .pipeline import FacePipeline
+from ..detect import FaceChoice
+from .._util import sha256_file
+from ..errors import BadInputError
+from ..pipeline import FacePipeline
 
 
 def default_cache_dir() -> Path:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import BadInputError
+from ..errors import BadInputError, FaceverifyError
 
 __all__ = [
     "LFW_FOLDS",
@@ -22,6 +22,7 @@ __all__ = [
     "read_lfw_pairs",
     "read_lfw_people",
     "read_pair_file",
+    "require_lfw_root",
 ]
 
 LFW_ENV = "FACEVERIFY_LFW"
@@ -219,18 +220,11 @@ def lfw_image_dir(root: str | Path) -> Path:
     return sub if sub.is_dir() else r
 
 
-def _default_lfw_root() -> Path:
-    repo = Path(__file__).resolve().parent.parent
-    return repo.parent / "shared" / "datasets" / "lfw"
-
-
 def find_lfw_root(explicit: str | Path | None = None) -> Path | None:
-    """Locate the LFW root (the directory with the protocol files).
+    """Locate the LFW root (the directory with the protocol files): ``explicit``, else ``$FACEVERIFY_LFW`` (if set
+    and non-empty), else ``None``.
 
-    Order: ``explicit``, else ``$FACEVERIFY_LFW`` (if set and non-empty), else ``<repo>/../shared/datasets/lfw``
-    where ``<repo>`` is the directory containing the ``faceverify`` package. An explicit or environment path
-    that is not a directory raises :class:`BadInputError`, since the user asked for it; the default location
-    returns ``None`` when absent.
+    A given path that is not a directory raises :class:`BadInputError`, since the user asked for it.
     """
     if explicit is not None:
         p = Path(explicit).expanduser()
@@ -243,8 +237,16 @@ def find_lfw_root(explicit: str | Path | None = None) -> Path | None:
         if not p.is_dir():
             raise BadInputError(p, f"LFW root from ${LFW_ENV} not found (not a directory)")
         return p
-    default = _default_lfw_root()
-    return default if default.is_dir() else None
+    return None
+
+
+def require_lfw_root(explicit: str | Path | None = None, option: str = "--root") -> Path:
+    """:func:`find_lfw_root`, raising :class:`FaceverifyError` with a one-line hint naming ``option`` (the
+    command's flag for the LFW root) and ``$FACEVERIFY_LFW`` when neither gives one."""
+    found = find_lfw_root(explicit)
+    if found is None:
+        raise FaceverifyError(f"LFW not found: pass {option} DIR or set {LFW_ENV}")
+    return found
 
 
 # ------------------------------------------------------------------------------------------ generic pairs

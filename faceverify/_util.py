@@ -1,0 +1,75 @@
+"""Small helpers every layer uses: hashing, atomic file writes, device choice, chunked SQL parameter lists.
+
+Nothing here imports torch at module level: the inference path must be able to start without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
+SQL_CHUNK = 500
+"""Most parameters bound in one ``IN (?, ...)`` list (SQLite's limit is 999 on old builds)."""
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    """Hex sha256 of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds it atomically replaces ``path``, when it
+    fails the temporary file is removed and ``path`` is untouched. For writers that want a file name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | Path, data: bytes | memoryview | str) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` so that readers see the old file or the new one, never half."""
+    with replacing(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def pick_device(device: "str | torch.device | None" = None) -> "torch.device":
+    """CUDA when available, else CPU, unless the caller names one."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def chunked(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size`` (for SQL ``IN`` lists)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def placeholders(n: int) -> str:
+    """``?,?,...`` with ``n`` marks, for an ``IN (...)`` clause."""
+    return ",".join("?" * n)

@@ -1,0 +1,139 @@
+"""`faceverify evaluate ...`: accuracy on LFW protocols and pair lists, and open-set identification on LFW.
+
+A typer sub-app over :mod:`faceverify.eval.evaluate`; heavy imports happen inside the commands so that
+`faceverify --help` stays fast. Errors are raised as FaceverifyError for :func:`faceverify.cli.run` to report;
+the reports' text lines come from :mod:`faceverify.eval.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from .options import DeviceOpt, ModelOpt, app, progress_bar
+
+if TYPE_CHECKING:
+    from ..eval.cache import EmbeddingCache
+    from ..pipeline import FacePipeline
+
+evaluate_app = typer.Typer(
+    name="evaluate",
+    no_args_is_help=True,
+    help="Measure accuracy on LFW or a pair list, with thresholds never chosen on the pairs they are scored on.",
+)
+
+
+class Protocol(str, Enum):
+    """LFW pairs protocols: DevTest (threshold from DevTrain), DevTrain, or View 2's ten folds."""
+
+    devtest = "devtest"
+    devtrain = "devtrain"
+    view2 = "view2"
+
+
+class EvalFace(str, Enum):
+    """Which detected face an evaluation image stands for."""
+
+    center = "center"
+    largest = "largest"
+
+
+RootOpt = typer.Option(None, "--root", help="LFW root with the protocol files (default: $FACEVERIFY_LFW; make sets it to ../shared/datasets/lfw when that exists).")
+ReportJsonOpt = typer.Option(False, "--json", help="One JSON object with every figure.")
+ScoresOpt = typer.Option(None, "--scores", help="Write one CSV row per pair with its similarity.")
+PlotOpt = typer.Option(None, "--plot", help="Write the ROC curve (FAR on a log axis) as a PNG.")
+
+
+def _face_opt(default: EvalFace) -> Any:
+    """The --face option with a per-command default."""
+    return typer.Option(default, "--face", help="Which detected face an image stands for; no face: centre crop (counted).")
+
+
+def _emit(report: dict[str, Any], lines: list[str], as_json: bool) -> None:
+    """The report as one JSON object, or as its text lines."""
+    typer.echo(json.dumps(report) if as_json else "\n".join(lines))
+
+
+def _pipeline(model: Optional[str], device: Optional[str]) -> tuple[FacePipeline, EmbeddingCache]:
+    """The product's pipeline for ``model`` and the embedding cache of its model id."""
+    from ..eval.cache import EmbeddingCache
+    from ..pipeline import FacePipeline
+
+    pipeline = FacePipeline(model, device)
+    return pipeline, EmbeddingCache(pipeline.card.model_id)
+
+
+@evaluate_app.command("lfw")
+def lfw(
+    root: Optional[Path] = RootOpt,
+    protocol: Protocol = typer.Option(Protocol.devtest, "--protocol", help="devtest (threshold from DevTrain), "
+                                      "devtrain, or view2 (10-fold; only for models never trained on LFW)."),
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    as_json: bool = ReportJsonOpt,
+    scores: Optional[Path] = ScoresOpt,
+    plot: Optional[Path] = PlotOpt,
+    face: EvalFace = _face_opt(EvalFace.center),
+) -> None:
+    """Verification accuracy, AUC, EER and TAR at FAR 1e-2/1e-3 on an LFW pairs protocol."""
+    from ..eval.evaluate import evaluate_lfw
+    from ..eval.pairs import require_lfw_root
+    from ..eval.report import verification_lines
+
+    lfw_dir = require_lfw_root(root)
+    pipeline, cache = _pipeline(model, device)
+    with progress_bar() as start:
+        report = evaluate_lfw(pipeline, lfw_dir, protocol.value, face.value, cache, progress=start,
+                              scores_path=scores, plot_path=plot)
+    _emit(report, verification_lines(report), as_json)
+
+
+@evaluate_app.command("pairs")
+def pairs(
+    pair_file: Path = typer.Argument(..., help="Lines 'path1<TAB>path2<TAB>1|0[<TAB>fold]'; relative paths "
+                                                "are read from the file's directory."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Decide at this similarity (default: the "
+                                              "card's FAR=1e-3 threshold; with a fold column: the k-fold rule)."),
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    as_json: bool = ReportJsonOpt,
+    scores: Optional[Path] = ScoresOpt,
+    plot: Optional[Path] = PlotOpt,
+    face: EvalFace = _face_opt(EvalFace.largest),
+) -> None:
+    """Verification figures on your own pair list."""
+    from ..eval.evaluate import evaluate_pairs
+    from ..eval.report import verification_lines
+
+    pipeline, cache = _pipeline(model, device)
+    with progress_bar() as start:
+        report = evaluate_pairs(pipeline, pair_file, threshold, face.value, cache, progress=start,
+                                scores_path=scores, plot_path=plot)
+    _emit(report, verification_lines(report), as_json)
+
+
+@evaluate_app.command("identify")
+def identify(
+    root: Optional[Path] = RootOpt,
+    model: Optional[str] = ModelOpt,
+    device: Optional[str] = DeviceOpt,
+    as_json: bool = ReportJsonOpt,
+    face: EvalFace = _face_opt(EvalFace.center),
+) -> None:
+    """Open-set identification on LFW DevTest: rank-1, and DIR at FPIR 1% and 10%."""
+    from ..eval.evaluate import evaluate_identification
+    from ..eval.pairs import require_lfw_root
+    from ..eval.report import identification_lines
+
+    lfw_dir = require_lfw_root(root)
+    pipeline, cache = _pipeline(model, device)
+    with progress_bar() as start:
+        report = evaluate_identification(pipeline, lfw_dir, face.value, cache, progress=start)
+    _emit(report, identification_lines(report), as_json)
+
+
+app.add_typer(evaluate_app, name="evaluate")

@@ -1,0 +1,71 @@
+"""What every `faceverify` command shares: the typer app, exit codes, the common options, the error line and
+the progress bar. Imports nothing heavy, so that `faceverify --help` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from enum import Enum
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import typer
+
+if TYPE_CHECKING:
+    from ..eval.evaluate import StartProgress
+
+EXIT_DIFFERENT = 1
+EXIT_ERROR = 2
+EXIT_PARTIAL = 3
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Face verification and identification with calibrated thresholds.",
+)
+
+
+class FaceOpt(str, Enum):
+    """Which faces count in an image holding several."""
+
+    largest = "largest"
+    center = "center"
+    all = "all"
+
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
+DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
+GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file (default: $FACEVERIFY_GALLERY, else the user data dir).")
+FarOpt = typer.Option(None, "--far", help="False-accept rate of one comparison whose calibrated threshold decides "
+                      "(verify: default 1e-3; identify: default from --fpir).")
+ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity threshold; overrides --far.")
+JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
+FaceChoiceOpt = typer.Option(FaceOpt.largest, "--face", help="Which faces count in an image holding several.")
+
+def err(message: str) -> None:
+    """One error line on stderr."""
+    typer.echo(f"faceverify: error: {message}", err=True)
+
+
+@contextmanager
+def progress_bar(quiet: bool = False) -> Iterator[StartProgress]:
+    """Yield ``start(label, total) -> advance(n, note=None)``, drawing transient rich progress bars on stderr
+    (``note``, e.g. a running loss, is shown beside the count); nothing is drawn when ``quiet`` or when stderr
+    is not a terminal, and the callbacks still work."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeRemainingColumn())
+    hidden = quiet or not sys.stderr.isatty()
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=hidden) as bar:
+
+        def start(label: str, total: int) -> Callable[..., None]:
+            task = bar.add_task(label, total=total, note="")
+
+            def advance(n: int, note: str | None = None) -> None:
+                bar.update(task, advance=n, **({} if note is None else dict(note=note)))
+
+            return advance
+
+        yield start

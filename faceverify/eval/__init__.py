@@ -1,0 +1,1 @@
+"""Evaluation: metrics, LFW protocols, calibration, report formatting and the embedding cache they share."""

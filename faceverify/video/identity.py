@@ -1,0 +1,103 @@
+"""Who a track is: the quality of its faces, the embeddings it keeps, its own template, and its label."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..decision import OperatingPoint
+from .results import Status
+from .settings import VideoSettings
+
+
+def face_quality(crop: np.ndarray, landmarks: np.ndarray) -> float:
+    """How useful an aligned face crop is for recognition, in [0, 1): sharpness (variance of the Laplacian of
+    the crop's centre, squashed) times frontality (left/right symmetry of the landmarks about the nose)."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    m = gray.shape[0] // 6
+    sharp = float(cv2.Laplacian(gray[m:-m, m:-m], cv2.CV_64F).var())
+    left_eye, right_eye, nose, left_mouth, right_mouth = np.asarray(landmarks, np.float64)
+
+    def balance(a: np.ndarray, b: np.ndarray) -> float:
+        da, db = np.linalg.norm(a - nose), np.linalg.norm(b - nose)
+        return float(min(da, db) / max(da, db, 1e-6))
+
+    frontal = np.sqrt(balance(left_eye, right_eye) * balance(left_mouth, right_mouth))
+    return float(frontal * sharp / (sharp + 100.0))
+
+
+class TrackIdentity:
+    """The embeddings kept for one track, its template (their mean), and the label decided from it, with
+    hysteresis. ``checking``: the track's continuity broke and its label is withheld until a fresh embedding of
+    its face matches the template again."""
+
+    def __init__(self, settings: VideoSettings):
+        self.settings = settings
+        self.samples: list[tuple[float, np.ndarray]] = []
+        self.embedded = 0
+        self.name: str | None = None
+        self.status: Status = "pending"
+        self.score: float | None = None
+        self.checking = False
+        self._candidate: str | None = None
+        self._streak = 0
+
+    @property
+    def shown(self) -> tuple[Status, str | None]:
+        """(status, name) as shown for this frame: no name while the track is being re-checked."""
+        if self.checking and self.status != "pending":
+            return "checking", None
+        return self.status, self.name
+
+    def similarity(self, vector: np.ndarray) -> float | None:
+        """Cosine of ``vector`` with the track's template (None before its first sample)."""
+        return float(self.mean() @ vector) if self.samples else None
+
+    def wants(self, quality: float) -> bool:
+        """Is a face of this quality worth embedding?"""
+        s = self.settings
+        if len(self.samples) < s.max_samples:
+            return True
+        return self.embedded < s.max_embeddings and quality > s.improve * min(q for q, _ in self.samples)
+
+    def add(self, quality: float, vector: np.ndarray) -> None:
+        self.embedded += 1
+        self.samples.append((quality, vector))
+        if len(self.samples) > self.settings.max_samples:
+            self.samples.remove(min(self.samples, key=lambda qv: qv[0]))
+
+    def mean(self) -> np.ndarray:
+        """Quality-weighted mean of the kept embeddings at least half as good as the best, re-normalised."""
+        floor = 0.5 * max(q for q, _ in self.samples)
+        used = [(q, vec) for q, vec in self.samples if q >= floor]
+        v = np.average([vec for _, vec in used], axis=0, weights=[max(q, 1e-6) for q, _ in used])
+        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+    def ready(self) -> bool:
+        """Enough evidence to decide: ``min_samples`` in and one of good quality, or the pool full."""
+        s = self.settings
+        n = len(self.samples)
+        return n >= s.max_samples or (n >= s.min_samples and max(q for q, _ in self.samples) >= s.good_quality)
+
+    def decide(self, name: str | None, score: float, point: OperatingPoint) -> bool:
+        """Take the gallery's verdict on the current mean; True when the label changed."""
+        self.score = score
+        s = self.settings
+        if not self.ready():
+            return False
+        if self.status != "pending":
+            if name == self.name:
+                self._streak = 0
+                return False
+            clear = score >= point.threshold + s.margin if name is not None else score < point.threshold - s.margin
+            if not clear:
+                self._streak = 0
+                return False
+        if name == self._candidate and self._streak > 0:
+            self._streak += 1
+        else:
+            self._candidate, self._streak = name, 1
+        if self._streak < s.confirm:
+            return False
+        self.name, self.status, self._streak = name, ("known" if name is not None else "unknown"), 0
+        return True

@@ -1,0 +1,54 @@
+"""How a video run looks for faces, how sure it must be, and what ends a track."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class VideoSettings:
+    """How hard to look and how sure to be.
+
+    Detection: MTCNN on a copy at most ``detect_width`` pixels wide, for faces of ``min_face`` pixels (in the
+    frame; at least 12 at the detection scale) and up, with pyramid ``factor``; every ``min_interval`` frames
+    while tracks start, end, await a name or are being re-checked, doubling up to ``max_interval`` while all is
+    stable.
+    Identity: up to ``max_samples`` embeddings per track (its best-quality faces; at most ``max_embeddings``
+    added in all, a new one only when ``improve`` times better than the worst kept). Decisions use the
+    quality-weighted mean of the samples at least half as good as the best, once ``min_samples`` are in and one
+    reaches ``good_quality`` (or ``max_samples`` are in); a label is given when ``confirm`` successive decisions
+    agree, and changed only when ``confirm`` successive decisions clear the threshold by ``margin`` the other
+    way.
+    Safety: every detected, fully visible face of a track is embedded and compared with the track's own
+    template; below the calibrated threshold at ``recheck_far`` the track ends ("identity changed") and the face
+    starts a new, unnamed track (``recheck`` False turns this off: only the faces kept as samples are embedded,
+    to measure what re-checking costs). Between detections a track's label is shown only while the content under its
+    box stays continuous (grey-patch correlation with the previous frame of at least ``continuity``, the flow
+    followed, no other track on the same face); otherwise it is re-checked at once. A frame whose downscaled
+    grey image correlates with the previous one below ``cut_correlation``, or whose brightness jumps by a factor
+    of ``cut_brightness``, is a scene change; so is a gap of more than ``max_gap`` seconds between frames: every
+    track ends. A track unseen by ``max_misses`` successive detections ends.
+    ``torch_threads``: intra-op threads while running (1 is fastest for these small batches on a busy CPU).
+    """
+
+    detect_width: int = 320
+    min_face: int = 40
+    factor: float = 0.6
+    min_interval: int = 5
+    max_interval: int = 15
+    iou_threshold: float = 0.3
+    max_misses: int = 2
+    max_samples: int = 5
+    max_embeddings: int = 15
+    improve: float = 1.25
+    min_samples: int = 2
+    good_quality: float = 0.15
+    confirm: int = 2
+    margin: float = 0.005
+    recheck: bool = True
+    recheck_far: float = 1e-3
+    continuity: float = 0.8
+    cut_correlation: float = 0.5
+    cut_brightness: float = 1.6
+    max_gap: float = 1.0
+    torch_threads: int | None = 1
