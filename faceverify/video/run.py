@@ -25,7 +25,7 @@ from .results import EndReason, FrameResult, TrackEnd, TrackEvent, TrackSummary,
 from .scene import SceneWatch
 from .settings import VideoSettings
 from .source import FrameSource
-from .tracking import DetectionSchedule, Track, Tracker, visible_fraction
+from .tracking import DetectionSchedule, Track, Tracker, iou_matrix, visible_fraction
 
 
 class VideoIdentifier:
@@ -168,7 +168,7 @@ class VideoRun:
 
     def _detect(self, index: int, stamp: float, image: np.ndarray,
                 gray: np.ndarray) -> tuple[set[int], list[TrackEnd]]:
-        """Detect, embed every fully visible face, assign faces to tracks, end tracks whose face no longer matches
+        """Detect, embed every face (the fully visible ones may become samples), assign faces to tracks, end tracks whose face no longer matches
         them, and update the labels; returns (tracks whose label changed, tracks ended)."""
         s = self.identifier.settings
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -180,19 +180,23 @@ class VideoRun:
         self.busy["detect"] += t1 - t0
         self.detections += 1
         h, w = rgb.shape[:2]
-        full = [i for i, f in enumerate(faces) if visible_fraction(f.box, w, h) >= 0.98]
-        crops = dict(zip(full, self.pipeline.align(rgb, [faces[i] for i in full]))) if full else {}
+        full = {i for i, f in enumerate(faces) if visible_fraction(f.box, w, h) >= 0.98}  # may become samples
+        crops = dict(enumerate(self.pipeline.align(rgb, faces))) if faces else {}
         quality = {i: face_quality(crop, faces[i].landmarks) * faces[i].score for i, crop in crops.items()}
-        vectors = self._embed(crops, full if s.recheck else [])
+        vectors = self._embed(crops, list(crops) if s.recheck else [])  # every face, to check its track
         assoc = self.tracker.associate(faces, index, gray, self._similarity(len(faces), vectors))
         if not s.recheck:  # only what the tracks keep as samples
-            wanted = [fi for t, fi in assoc.matched if fi in crops and self.identities[t.id].wants(quality[fi])]
-            vectors = self._embed(crops, wanted + [fi for _, fi in assoc.started if fi in crops])
+            wanted = [fi for t, fi in assoc.matched if fi in full and self.identities[t.id].wants(quality[fi])]
+            vectors = self._embed(crops, wanted + [fi for _, fi in assoc.started if fi in full])
         ended: list[TrackEnd] = []
         fresh: list[tuple[Track, int]] = list(assoc.started)
         updated: list[Track] = []
+        crowded = _overlapping_faces(faces)
         for track, fi in assoc.matched:
             ident = self.identities[track.id]
+            if fi in crowded:  # faces over faces (people crossing): neither the box nor the crop can be trusted
+                ident.checking, track.continuous = True, False
+                continue
             score = ident.similarity(vectors[fi]) if s.recheck and fi in vectors else None
             if score is not None and score < self.identifier.recheck:
                 self.breaks += 1
@@ -200,12 +204,12 @@ class VideoRun:
                 fresh.append((self.tracker.start(faces[fi], index, gray), fi))
             elif score is not None or not ident.samples or not s.recheck:
                 track.continuous, ident.checking = True, False
-                if fi in vectors and ident.wants(quality[fi]):
+                if fi in vectors and fi in full and ident.wants(quality[fi]):
                     ident.add(quality[fi], vectors[fi])
                     updated.append(track)
         for track, fi in fresh:
             ident = self.identities[track.id] = TrackIdentity(s)
-            if fi in vectors:
+            if fi in vectors and fi in full and fi not in crowded:
                 ident.add(quality[fi], vectors[fi])
                 updated.append(track)
         for track in assoc.missed:
@@ -265,3 +269,16 @@ class VideoRun:
             threshold=point.threshold, far=point.far, fpir=point.fpir, scene_changes=self.scene_changes,
             breaks=self.breaks, tracks=tracks,
         )
+
+
+CROWDED_IOU = 0.1
+"""Detected faces overlapping another detected face by more than this are not trusted for identity."""
+
+
+def _overlapping_faces(faces: list[Face]) -> set[int]:
+    """Indices of faces whose boxes overlap another face's (one person passing in front of another)."""
+    if len(faces) < 2:
+        return set()
+    overlap = iou_matrix(np.stack([f.box for f in faces]), np.stack([f.box for f in faces]))
+    np.fill_diagonal(overlap, 0.0)
+    return {int(i) for i in np.nonzero(overlap.max(axis=1) > CROWDED_IOU)[0]}

@@ -95,7 +95,7 @@ class Tracker:
     """
 
     def __init__(self, iou_threshold: float = 0.3, min_visible: float = 0.4, grid: int = 8,
-                 continuity: float = 0.8, overlap: float = 0.5):
+                 continuity: float = 0.8, overlap: float = 0.2):
         self.iou_threshold = iou_threshold
         self.min_visible = min_visible
         self.grid = grid
