@@ -360,3 +360,16 @@ def test_json_events_say_why_tracks_ended(tmp_path, lfw_root, verifier, capsys, 
     summary = lines[-1]["summary"]
     assert summary["scene_changes"] + summary["breaks"] >= 1
     assert all(t["ended"] is not None for t in summary["tracks"])
+
+
+def test_a_weak_pair_is_not_forced_to_make_room():
+    """One face sits on track 1, another face is far from track 2: the assignment leaves the second face and
+    track 2 unmatched instead of swapping them onto each other's tracks to pair everything."""
+    gray = _texture()
+    tracker = Tracker()
+    tracker.associate([_face([300, 150, 390, 260]), _face([400, 170, 475, 280])], frame=0, gray=gray)
+    faces = [_face([302, 150, 392, 260]), _face([215, 165, 300, 280])]  # track 2's box lags far behind
+    similarity = np.array([[0.998, 0.92], [0.93, 0.95]])
+    result = tracker.associate(faces, frame=5, gray=gray, similarity=similarity)
+    assert [(t.id, fi) for t, fi in result.matched] == [(1, 0)]
+    assert [t.id for t in result.missed] == [2] and [fi for _, fi in result.started] == [1]

@@ -184,7 +184,9 @@ class VideoRun:
         crops = dict(enumerate(self.pipeline.align(rgb, faces))) if faces else {}
         quality = {i: face_quality(crop, faces[i].landmarks) * faces[i].score for i, crop in crops.items()}
         vectors = self._embed(crops, list(crops) if s.recheck else [])  # every face, to check its track
-        assoc = self.tracker.associate(faces, index, gray, self._similarity(len(faces), vectors))
+        similarity = self._similarity(len(faces), vectors)
+        column = {t.id: j for j, t in enumerate(self.tracker.tracks)}  # of ``similarity``
+        assoc = self.tracker.associate(faces, index, gray, similarity)
         if not s.recheck:  # only what the tracks keep as samples
             wanted = [fi for t, fi in assoc.matched if fi in full and self.identities[t.id].wants(quality[fi])]
             vectors = self._embed(crops, wanted + [fi for _, fi in assoc.started if fi in full])
@@ -198,7 +200,8 @@ class VideoRun:
                 ident.checking, track.continuous = True, False
                 continue
             score = ident.similarity(vectors[fi]) if s.recheck and fi in vectors else None
-            if score is not None and score < self.identifier.recheck:
+            rival = _best_other(similarity, fi, column[track.id]) if track.id in column else -1.0
+            if score is not None and (score < self.identifier.recheck or score < rival):
                 self.breaks += 1
                 ended += self._finish([track], "identity changed", index, stamp)
                 fresh.append((self.tracker.start(faces[fi], index, gray), fi))
@@ -269,6 +272,15 @@ class VideoRun:
             threshold=point.threshold, far=point.far, fpir=point.fpir, scene_changes=self.scene_changes,
             breaks=self.breaks, tracks=tracks,
         )
+
+
+def _best_other(similarity: np.ndarray | None, face: int, track: int) -> float:
+    """The highest similarity of a face to any other track's template (-1 when none is known): a face that
+    resembles another track more than its own is not its own track's person."""
+    if similarity is None or similarity.shape[1] < 2:
+        return -1.0
+    others = np.delete(similarity[face], track)
+    return float(np.nanmax(others)) if np.isfinite(others).any() else -1.0
 
 
 CROWDED_IOU = 0.1

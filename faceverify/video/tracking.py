@@ -195,15 +195,18 @@ class Tracker:
         return np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
 
 
-_INFEASIBLE = 1e6
+UNMATCHED = 1.0
+"""Cost of leaving a face or a track unmatched: a pair is made only when it is cheaper than leaving both
+alone, so a weak pair is never forced to make room for a strong one (the assignment is not made square)."""
 
 
 def _assign(faces: list[Face], tracks: list[Track], iou_threshold: float,
             similarity: np.ndarray | None) -> list[tuple[int, int]]:
-    """(face index, track index) pairs of the cheapest one-to-one assignment. A pair is allowed when the boxes
-    overlap by ``iou_threshold`` or the face's centre lies within one box size of the track's (two when its flow
-    was lost); its cost is 1 - IoU plus the centre distance in box sizes, plus 1 - similarity where the face's
-    identity and the track's template are both known, so that crossing faces go to the tracks they resemble."""
+    """(face index, track index) pairs of the cheapest assignment, in which any face or track may stay
+    unmatched at cost UNMATCHED. A pair is allowed when the boxes overlap by ``iou_threshold`` or the face's
+    centre lies within one box size of the track's (two when its flow was lost); its cost is 1 - IoU plus the
+    centre distance in box sizes, plus 1 - similarity where the face's identity and the track's template are
+    both known, so that crossing faces go to the tracks they resemble."""
     if not faces or not tracks:
         return []
     fb = np.stack([f.box for f in faces]).astype(np.float64)
@@ -218,9 +221,15 @@ def _assign(faces: list[Face], tracks: list[Track], iou_threshold: float,
     cost = (1.0 - overlap) + dist
     if similarity is not None:
         cost = cost + np.nan_to_num(1.0 - similarity, nan=0.0)
-    cost = np.where(allowed, cost, _INFEASIBLE)
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
+    n, m = cost.shape
+    big = 2 * UNMATCHED * (n + m) + float(cost[allowed].sum() if allowed.any() else 0.0) + 1.0
+    full = np.full((n + m, m + n), big)
+    full[:n, :m] = np.where(allowed, cost, big)
+    full[:n, m:] = np.where(np.eye(n, dtype=bool), UNMATCHED, big)  # face i left alone
+    full[n:, :m] = np.where(np.eye(m, dtype=bool), UNMATCHED, big)  # track j left alone
+    full[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(full)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if r < n and c < m and allowed[r, c]]
 
 
 def _median_flow(prev: np.ndarray, cur: np.ndarray, points: np.ndarray) -> tuple[float, float, float] | None:
