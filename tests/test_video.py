@@ -218,7 +218,7 @@ def test_people_are_named_and_strangers_stay_unknown(scene, verifier):
 
 
 def test_cli_json_events_and_annotated_output(scene, verifier, capsys, monkeypatch):
-    monkeypatch.setattr(cli_core, "_verifier", lambda model, device: verifier)
+    monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
     out = scene["work"] / "annotated.mp4"
     code = cli.run(["identify", "--source", str(scene["video"]), "--gallery", str(scene["gallery"]),
                     "--json", "--output", str(out)])
@@ -266,7 +266,7 @@ def test_ctrl_c_ends_cleanly_with_a_summary(scene, verifier):
     ("97", "cannot open this camera"),
 ])
 def test_bad_source_is_one_line_and_exit_2(scene, verifier, capsys, monkeypatch, source, reason):
-    monkeypatch.setattr(cli_core, "_verifier", lambda model, device: verifier)
+    monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
     monkeypatch.chdir(scene["work"])
     Path("not-a-video.mp4").write_text("hello")
     code = cli.run(["identify", "--source", source, "--gallery", str(scene["gallery"])])
@@ -284,7 +284,7 @@ def test_show_without_a_gui_is_a_clear_error(scene, verifier, capsys, monkeypatc
         pytest.skip("this OpenCV has a GUI backend")
     except cv2.error:
         pass
-    monkeypatch.setattr(cli_core, "_verifier", lambda model, device: verifier)
+    monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
     code = cli.run(["identify", "--source", str(scene["video"]), "--gallery", str(scene["gallery"]), "--show"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--output" in err
@@ -350,7 +350,7 @@ def test_crossing_people_keep_their_own_names(tmp_path, lfw_root, verifier):
 
 def test_json_events_say_why_tracks_ended(tmp_path, lfw_root, verifier, capsys, monkeypatch):
     truth, video, gallery = _case("cuts", 120, tmp_path, lfw_root, verifier)
-    monkeypatch.setattr(cli_core, "_verifier", lambda model, device: verifier)
+    monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
     code = cli.run(["identify", "--source", str(video), "--gallery", str(gallery), "--json"])
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

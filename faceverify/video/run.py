@@ -9,6 +9,7 @@ that check; a scene change or a jump in time ends every track. No label is ever 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Iterator
@@ -92,10 +93,9 @@ class VideoRun:
         self.source.close()
 
     def __iter__(self) -> Iterator[FrameResult]:
-        import torch
-
-        threads = torch.get_num_threads()
-        if self.identifier.settings.torch_threads:
+        torch = sys.modules.get("torch")  # only a backend that already loaded torch has threads to set
+        threads = torch.get_num_threads() if torch is not None else None
+        if torch is not None and self.identifier.settings.torch_threads:
             torch.set_num_threads(self.identifier.settings.torch_threads)
         start = time.perf_counter()
         prev_gray: np.ndarray | None = None
@@ -118,7 +118,8 @@ class VideoRun:
             self.ended = "interrupted"
         finally:
             self._seconds = time.perf_counter() - start
-            torch.set_num_threads(threads)
+            if torch is not None:
+                torch.set_num_threads(threads)
             self.source.close()
             self._finish(list(self.tracker.tracks), "end of run", *self._last)
 
@@ -192,7 +193,7 @@ class VideoRun:
             vectors = self._embed(crops, wanted + [fi for _, fi in assoc.started if fi in full])
         ended: list[TrackEnd] = []
         fresh: list[tuple[Track, int]] = list(assoc.started)
-        updated: list[Track] = []
+        verified: list[Track] = []
         crowded = _overlapping_faces(faces)
         for track, fi in assoc.matched:
             ident = self.identities[track.id]
@@ -209,18 +210,19 @@ class VideoRun:
                 track.continuous, ident.checking = True, False
                 if fi in vectors and fi in full and ident.wants(quality[fi]):
                     ident.add(quality[fi], vectors[fi])
-                    updated.append(track)
+                if ident.samples:
+                    verified.append(track)
         for track, fi in fresh:
             ident = self.identities[track.id] = TrackIdentity(s)
             if fi in vectors and fi in full and fi not in crowded:
                 ident.add(quality[fi], vectors[fi])
-                updated.append(track)
+                verified.append(track)
         for track in assoc.missed:
             self.identities[track.id].checking = True
             track.continuous = False
             if track.misses > s.max_misses or not track.flow_ok:
                 ended += self._finish([track], "lost", index, stamp)
-        changed = self._decide(updated)
+        changed = self._decide(verified)
         self.busy["identify"] += time.perf_counter() - t1
         pending = any(self.identities[t.id].status == "pending" or self.identities[t.id].checking
                       for t in self.tracker.tracks)
