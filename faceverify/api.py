@@ -13,7 +13,9 @@ from .detect import FaceChoice
 from .errors import BadInputError, FaceverifyError
 from .gallery import Enrolment, Gallery, default_gallery_path
 from .images import list_images
-from .decision import OperatingPoint, cosine, decide, identification_point, operating_point
+from .decision import (
+    DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
+)
 from .pipeline import FacePipeline
 
 
@@ -100,8 +102,15 @@ class FaceVerifier:
         threshold: float | None = None,
         fpir: float | None = None,
         looks: int = 1,
+        match: str = "best",
     ) -> OperatingPoint:
-        """Open-set operating point for searches of ``gallery`` (see decision.identification_point)."""
+        """Open-set operating point for searches of ``gallery`` (see decision.identification_point): the union
+        bound counts templates (one per identity, bounded for its largest template) with ``match="template"``,
+        every stored embedding with ``match="best"`` (the default here, as the video loop decides; ``identify``
+        passes its own)."""
+        if check_match(match) == "template":
+            sizes = gallery.template_sizes()
+            return identification_point(self.card, len(sizes), far, threshold, fpir, looks, max(sizes, default=1))
         return identification_point(self.card, gallery.embedding_count(), far, threshold, fpir, looks)
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
@@ -192,9 +201,12 @@ class FaceVerifier:
 
     # -- identify ----------------------------------------------------------------------------------------
 
-    def identify_embeddings(self, gallery: Gallery, vectors: np.ndarray, point: OperatingPoint) -> list[tuple[str | None, float, str | None]]:
-        """(name or None, score, nearest identity) for each embedding at the given operating point."""
-        ranked = gallery.search(vectors)
+    def identify_embeddings(
+        self, gallery: Gallery, vectors: np.ndarray, point: OperatingPoint, match: str = "best"
+    ) -> list[tuple[str | None, float, str | None]]:
+        """(name or None, score, nearest identity) for each embedding at the given operating point, against each
+        identity's template (``match="template"``) or its best stored embedding (``"best"``)."""
+        ranked = gallery.search_templates(vectors) if check_match(match) == "template" else gallery.search(vectors)
         out = []
         for candidates in ranked:
             nearest, score = candidates[0]
@@ -209,16 +221,18 @@ class FaceVerifier:
         threshold: float | None = None,
         face: FaceChoice = "largest",
         fpir: float | None = None,
+        match: str = DEFAULT_MATCH,
     ) -> Iterator[IdentifyResult]:
         """For each image, each chosen face's best identity or None (unknown), with its score. The threshold is
-        ``threshold``, else the one for ``far``, else the one that holds the gallery's FPIR under ``fpir``."""
+        ``threshold``, else the one for ``far``, else the one that holds the gallery's FPIR under ``fpir``;
+        ``match`` says what a face is compared with (see :meth:`identify_embeddings`)."""
         gallery.require_entries()
-        point = self.identification_point(gallery, far, threshold, fpir)
+        point = self.identification_point(gallery, far, threshold, fpir, match=match)
         for result in self.pipeline.process_paths(list_images(list(inputs)), face):
             if result.error is not None:
                 yield IdentifyResult(result.path, error=result.error.reason)
                 continue
             vectors = np.stack([f.embedding for f in result.faces])
-            decisions = self.identify_embeddings(gallery, vectors, point)
+            decisions = self.identify_embeddings(gallery, vectors, point, match)
             faces = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(result.faces, decisions)]
             yield IdentifyResult(result.path, faces)

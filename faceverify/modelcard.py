@@ -135,6 +135,10 @@ class ModelCard:
         curve = self.calibration.get("far_curve", [])
         if not (isinstance(curve, list) and all(_is_point(p) and -1 <= p[0] <= 1 and 0 <= p[1] <= 1 for p in curve)):
             fail("'calibration.far_curve' must be [threshold, FAR] pairs with threshold in [-1, 1] and FAR in [0, 1]")
+        bounds = self.calibration.get("bounds", {})
+        bound_curve = bounds.get("far_bound_curve", []) if isinstance(bounds, dict) else None
+        if not (isinstance(bound_curve, list) and all(_is_point(p) and -1 <= p[0] <= 1 and 0 < p[1] <= 1 for p in bound_curve)):
+            fail("'calibration.bounds.far_bound_curve' must be [threshold, FAR bound] pairs with FAR in (0, 1]")
         if not isinstance(self.thresholds, dict):
             fail("'thresholds' must be a map from FAR to similarity")
         for far, thr in self.thresholds.items():

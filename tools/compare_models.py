@@ -1,6 +1,6 @@
 """Several models on the same LFW protocols and the same detected, aligned faces, in one run.
 
-    python tools/compare_models.py dlib-resnet-v1 faceverify-mobile [--identify] [--speed] [--cache DIR ...] [--json]
+    python tools/compare_models.py dlib-resnet-v1 faceverify-mobile [--identify [--match best]] [--speed] [--cache DIR ...] [--json]
 
 Faces come from face caches written by `faceverify prepare` (the shipped detector and alignment, run once), so
 every model sees exactly the same detections; any image not in a cache goes through the live front end. The
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceverify.decision import DEFAULT_MATCH, MATCHES
 from faceverify.embed import Embedder
 from faceverify.eval.evaluate import evaluate_identification, evaluate_lfw
 from faceverify.train.prepare import FaceCache, default_cache_root
@@ -36,7 +37,7 @@ from tools.common import lfw_root
 DEFAULT_CACHES = ("lfw-peopleDevTrain", "lfw-pairsDevTest", "lfw-peopleDevTest")
 
 
-def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bool) -> list[dict]:
+def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bool, match: str = DEFAULT_MATCH) -> list[dict]:
     """One row of figures per model: DevTest verification and, with ``identify``, open-set identification."""
     rows = []
     for name in models:
@@ -45,7 +46,7 @@ def compare(models: list[str], root: Path, caches: list[FaceCache], identify: bo
         row = dict(model=name, model_id=front.card.model_id, devtest=test["accuracy"], auc=test["auc"],
                    eer=test["eer"], threshold=test["threshold"], no_face=test["no_face"])
         if identify:
-            ident = evaluate_identification(front, root)
+            ident = evaluate_identification(front, root, match=match)
             row.update(rank1=ident["rank1"], dir_1=ident["dir_at_fpir"]["1e-2"], default_point=ident.get("default_point"))
         rows.append(row)
     return rows
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lfw", type=Path, default=None, help="LFW root (default: $FACEVERIFY_LFW or the shared copy)")
     ap.add_argument("--cache", type=Path, action="append", default=None, help="face cache (repeatable)")
     ap.add_argument("--identify", action="store_true", help="also open-set identification on peopleDevTest")
+    ap.add_argument("--match", choices=MATCHES, default=DEFAULT_MATCH, help="identification against identity "
+                    "templates or every embedding (default: identify's)")
     ap.add_argument("--speed", action="store_true", help="also each network's faces/second on the same faces")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", action="store_true")
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     caches = [FaceCache(d) for d in dirs if (d / "meta.json").exists()]
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = compare(args.models, root, caches, args.identify)
+    rows = compare(args.models, root, caches, args.identify, args.match)
     if args.speed:
         rates = speed(args.models, caches[-1])
         for r in rows:

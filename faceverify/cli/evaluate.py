@@ -1,4 +1,4 @@
-"""`faceverify evaluate ...`: accuracy on LFW protocols and pair lists, and open-set identification on LFW.
+"""`faceverify evaluate ...`: accuracy on LFW protocols and pair lists, and open-set identification on LFW or folders.
 
 A typer sub-app over :mod:`faceverify.eval.evaluate`; heavy imports happen inside the commands so that
 `faceverify --help` stays fast. Errors are raised as FaceverifyError for :func:`faceverify.cli.run` to report;
@@ -116,23 +116,54 @@ def pairs(
     _emit(report, verification_lines(report), as_json)
 
 
+class Match(str, Enum):
+    """What a probe is compared with: one template per identity, or every stored embedding."""
+
+    template = "template"
+    best = "best"
+
+
 @evaluate_app.command("identify")
 def identify(
+    data: Optional[Path] = typer.Argument(None, help="DIR/<identity>/*.jpg to split into enrolled and never-enrolled "
+                                          "identities (default: LFW DevTest's protocol)."),
     root: Optional[Path] = RootOpt,
+    people: Optional[Path] = typer.Option(None, "--people", help="With DIR: only the identities named in this LFW "
+                                          "people file (e.g. peopleDevTest.txt)."),
+    enrol: int = typer.Option(1, "--enrol", help="With DIR: images enrolled per enrolled identity (its first ones)."),
+    share: float = typer.Option(0.5, "--enrolled-share", help="With DIR: share of the identities with more than "
+                                "--enrol images that are enrolled (seeded); the rest are never enrolled."),
+    seeds: int = typer.Option(1, "--seeds", help="With DIR: pool this many splits (seeds 0, 1, ...)."),
+    match: Match = typer.Option(Match.template, "--match", help="template: one template per identity (mean of its "
+                                "embeddings); best: the identity's best stored embedding."),
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     as_json: bool = ReportJsonOpt,
-    face: EvalFace = _face_opt(EvalFace.center),
+    face: Optional[EvalFace] = typer.Option(None, "--face", help="Which detected face an image stands for (default: "
+                                            "center on LFW, largest on DIR); no face: centre crop (counted)."),
 ) -> None:
-    """Open-set identification on LFW DevTest: rank-1, and DIR at FPIR 1% and 10%."""
-    from ..eval.evaluate import evaluate_identification
-    from ..eval.pairs import require_lfw_root
+    """Open-set identification: rank-1, DIR at FPIR 1% and 10%, and FPIR at identify's default."""
     from ..eval.report import identification_lines
 
-    lfw_dir = require_lfw_root(root)
     pipeline, cache = _pipeline(model, device)
-    with progress_bar() as start:
-        report = evaluate_identification(pipeline, lfw_dir, face.value, cache, progress=start)
+    if data is None:
+        from ..eval.evaluate import evaluate_identification
+        from ..eval.pairs import require_lfw_root
+
+        lfw_dir = require_lfw_root(root)
+        with progress_bar() as start:
+            report = evaluate_identification(pipeline, lfw_dir, (face or EvalFace.center).value, cache, progress=start,
+                                             match=match.value)
+    else:
+        from ..eval.identify import evaluate_folder_identification
+        from ..eval.pairs import read_lfw_people
+
+        chosen = dict(read_lfw_people(people)) if people is not None else None
+        with progress_bar() as start:
+            report = evaluate_folder_identification(
+                pipeline, data, chosen, enrol, share, tuple(range(seeds)), (face or EvalFace.largest).value, cache,
+                progress=start, match=match.value,
+            )
     _emit(report, identification_lines(report), as_json)
 
 

@@ -1,4 +1,4 @@
-"""Embeddings cached per image content (sha256 of the file), per model and face choice, for evaluation."""
+"""Embeddings cached per image content (sha256 of the file), per model, front end and face choice, for evaluation."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ class EmbeddingCache:
         self._db.close()
 
 
+def front_end_tag(pipeline: FacePipeline) -> str:
+    """What besides the model changes an embedding: the detector's kind and the network's runtime (``""`` for a
+    front end without them), so that embeddings of different front ends never share a cache entry."""
+    detector = getattr(pipeline, "detector", None)
+    backend = getattr(getattr(pipeline, "embedder", None), "backend", None)
+    if detector is None and backend is None:
+        return ""
+    return f":{type(detector).__name__}/{backend}"
+
+
 def embed_paths(
     pipeline: FacePipeline,
     paths: Sequence[str | Path],
@@ -71,7 +81,8 @@ def embed_paths(
     Images without a detected face are embedded from a fixed centre crop (counted by the mask, never dropped).
     Unreadable images raise BadInputError: an evaluation must not silently lose pairs.
     """
-    keys = [f"{sha256_file(Path(p))}:{face}" for p in paths]
+    tag = front_end_tag(pipeline)
+    keys = [f"{sha256_file(Path(p))}:{face}{tag}" for p in paths]
     known = cache.get(keys) if cache is not None else {}
     vectors = np.zeros((len(paths), pipeline.card.embedding_size), np.float32)
     detected = np.zeros(len(paths), bool)

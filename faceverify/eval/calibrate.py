@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .bounds import bound_record
 from .cache import EmbeddingCache, embed_paths
 from ..errors import FaceverifyError
 from .metrics import far_key, far_of_threshold, threshold_at_far
@@ -71,11 +72,13 @@ def calibrate_on_lfw(
     cache: EmbeddingCache | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """Embed DevTrain (centre face, centre-crop fallback), score all pairs, pick thresholds by FAR."""
+    """Embed DevTrain (centre face, centre-crop fallback), score all pairs, pick thresholds by FAR, and bound
+    each threshold's FAR for unseen people (``bounds``: see :mod:`faceverify.eval.bounds`)."""
     paths, labels = devtrain_images(root, max_per_person)
     vectors, detected = embed_paths(pipeline, paths, "center", cache, progress)
     genuine, impostor = all_pair_scores(vectors, labels)
     thresholds, record = calibrate_scores(genuine, impostor, fars)
+    record["bounds"] = bound_record(vectors, labels, impostor, fars, CURVE_FARS)
     record.update(
         data="LFW peopleDevTrain (all cross-identity pairs as impostors, all same-identity pairs as genuine)",
         images=len(paths),

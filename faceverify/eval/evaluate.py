@@ -25,14 +25,14 @@ from .metrics import (
     best_threshold,
     far_key,
     far_of_threshold,
-    open_set_identification,
     roc,
     threshold_at_far,
     verification_report,
 )
 from .pairs import Pair, lfw_image_dir, lfw_image_path, read_lfw_pairs, read_lfw_people, read_pair_file
 from ..pipeline import Fallback, ImageResult
-from ..decision import DEFAULT_FAR, cosine, identification_point
+from ..decision import DEFAULT_FAR, DEFAULT_MATCH, cosine
+from .identify import OpenSet, identification_report
 
 __all__ = [
     "PROTOCOL_FILES",
@@ -47,7 +47,6 @@ PROTOCOL_FILES = {"devtrain": "pairsDevTrain.txt", "devtest": "pairsDevTest.txt"
 THRESHOLD_FILE = PROTOCOL_FILES["devtrain"]
 IDENTIFICATION_FILE = "peopleDevTest.txt"
 REPORT_FARS = (1e-2, 1e-3)
-REPORT_FPIRS = (1e-2, 1e-1)
 
 StartProgress = Callable[[str, int], Callable[[int], None]]
 """``start(label, total)`` opens a progress task and returns ``advance(n)``."""
@@ -253,6 +252,7 @@ def evaluate_identification(
     face: FaceChoice = "center",
     cache: EmbeddingCache | None = None,
     progress: StartProgress | None = None,
+    match: str = DEFAULT_MATCH,
 ) -> dict[str, Any]:
     """Open-set identification on LFW peopleDevTest.
 
@@ -260,7 +260,8 @@ def evaluate_identification(
     with a single image are never enrolled: their images are non-mated probes. Reports rank-1 and DIR at FPIR
     1% and 10% (see :func:`faceverify.eval.metrics.open_set_identification`) with the probe and gallery counts, and
     what `identify` would do by default with this gallery (``default_point``: the threshold chosen to hold FPIR
-    at 1% from the card's calibration, and the FPIR and DIR measured there), when the card has thresholds.
+    at 1% from the card's calibration, and the FPIR and DIR measured there), when the card has thresholds; see
+    :func:`faceverify.eval.identify.identification_report`.
     """
     images = lfw_image_dir(root)
     paths: list[Path] = []
@@ -272,15 +273,8 @@ def evaluate_identification(
             names.append(name)
             enrolled.append(i == 1 and count >= 2)
     vectors, detected = embed_images(pipeline, paths, face, cache, progress, "DevTest people")
-    gallery = np.array(enrolled)
-    labels = np.array(names)
-    sim = vectors[~gallery] @ vectors[gallery].T
-    point = identification_point(pipeline.card, int(gallery.sum())) if pipeline.card.thresholds else None
-    report = open_set_identification(sim, labels[~gallery], labels[gallery], REPORT_FPIRS,
-                                     None if point is None else point.threshold)
-    if point is not None:
-        report["default_point"] = dict(report.pop("at_threshold"), far=point.far, fpir_bound=point.fpir)
-    report["gallery"] = int(gallery.sum())
+    protocol = OpenSet(paths, names, np.array(enrolled), "first image of each identity with two or more enrolled")
+    report = identification_report(pipeline.card, vectors, protocol, match)
     _describe(report, pipeline, f"open-set:{IDENTIFICATION_FILE}", face, len(paths), int((~detected).sum()))
     return report
 

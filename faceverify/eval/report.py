@@ -45,9 +45,11 @@ def identification_lines(report: dict[str, Any]) -> list[str]:
                      f"{_pct(rate)} at threshold {thr:.4f} (measured FPIR {_pct(report['fpir'][key])})"))
     d = report.get("default_point")
     if d is not None:
-        rows.append(("identify's default", f"threshold {d['threshold']:.4f} (FAR {d['far']:.1e}, FPIR bound "
-                     f"{_pct(d['fpir_bound'])}): measured FPIR {_pct(d['fpir'])}, DIR {_pct(d['dir'])}"))
-    head = (f"{report['protocol']}: {report['gallery']} enrolled identities, {report['mated']} mated and "
-            f"{report['non_mated']} never-enrolled probes; {report['images']} images, "
-            f"{report['no_face']} without a detected face (centre crop used)")
+        rows.append(("identify's default", f"threshold {d['threshold']:.4f} (FAR {d['far']:.1e} x {d['compared']} "
+                     f"compared, FPIR bound {_pct(d['fpir_bound'])}): {d['named']} of {report['non_mated']} "
+                     f"never-enrolled probes named (FPIR {_pct(d['fpir'])}), DIR {_pct(d['dir'])}"))
+    rows += [("match", report["match"]), ("split", report["split"])]
+    head = (f"{report['protocol']}: {report['gallery']} enrolled identities ({report['gallery_embeddings']} "
+            f"embeddings), {report['mated']} mated and {report['non_mated']} never-enrolled probes; "
+            f"{report['images']} images, {report['no_face']} without a detected face (centre crop used)")
     return _aligned(head, rows)

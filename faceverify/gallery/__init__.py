@@ -41,6 +41,12 @@ Names
     Galleries written before skeletons existed (schema 1) are migrated on open; lookalike pairs already in them
     are kept.
 
+Templates
+    ``search_templates`` compares a probe with one template per identity: the mean of its L2-normalised
+    embeddings, renormalised (:func:`faceverify.decision.identity_templates`), computed from SQLite and kept in
+    memory until the next write. The stored embeddings stay the truth; ``search`` (best embedding per identity)
+    remains. Template search is exact (one matrix product over the identities).
+
 A ``Gallery`` object belongs to one thread; open one per thread or process.
 
 Modules, from the bottom up: ``names`` (the name policy), ``records`` (what goes in and comes out), ``store``
@@ -59,6 +65,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..decision import identity_templates
 from ..errors import GalleryError
 from .index import SearchIndex
 from .names import name_skeleton, validate_name
@@ -96,6 +103,7 @@ class Gallery:
         self.index_path = self.path.with_name(self.path.name + ".faiss")
         self._store = Store(self.path, model_id, embedding_size)
         self._index: SearchIndex | None = None
+        self._templates: tuple[tuple[int, int, int], tuple[list[str], np.ndarray]] | None = None
 
     @property
     def model_id(self) -> str | None:
@@ -258,6 +266,32 @@ class Gallery:
     @db_errors
     def search(self, queries: np.ndarray, k: int = 32) -> list[list[tuple[str, float]]]:
         """For each query, identities ranked by their best-matching embedding's cosine similarity."""
+        queries = self._queries(queries)
+        return rank(self._store, self._current_index(), queries, k)
+
+    @db_errors
+    def search_templates(self, queries: np.ndarray, k: int = 32) -> list[list[tuple[str, float]]]:
+        """For each query, identities ranked by the cosine similarity of their template: the renormalised mean
+        of their normalised embeddings (exact search; the stored embeddings stay the truth)."""
+        queries = self._queries(queries)
+        names, matrix = self._current_templates()
+        sims = queries @ matrix.T
+        k = max(1, min(k, len(names)))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out = []
+        for row, cols in zip(sims, top):
+            cols = cols[np.argsort(-row[cols], kind="stable")]
+            out.append([(names[j], float(row[j])) for j in cols])
+        return out
+
+    @db_errors
+    def template_sizes(self) -> list[int]:
+        """How many embeddings each identity's template averages: one entry per template a search compares."""
+        rows = self._store.db.execute("SELECT COUNT(*) FROM embeddings GROUP BY identity_id").fetchall()
+        return [int(n) for (n,) in rows]
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` as a contiguous float32 N x D array of the gallery's size, else GalleryError."""
         queries = np.ascontiguousarray(np.asarray(queries, np.float32))
         if queries.ndim != 2 or not np.isfinite(queries).all():
             raise GalleryError("query embeddings must be a finite N x D array")
@@ -265,7 +299,22 @@ class Gallery:
         dim = self._store.dim()
         if queries.shape[1] != dim:
             raise GalleryError(f"query embeddings have size {queries.shape[1]}, the gallery holds size {dim}")
-        return rank(self._store, self._current_index(), queries, k)
+        return queries
+
+    def _current_templates(self) -> tuple[list[str], np.ndarray]:
+        """The identity templates as of the database's last write, recomputed only after a write."""
+        with self._store.read() as db:
+            state = self._store.counters()
+            if self._templates is not None and self._templates[0] == state:
+                return self._templates[1]
+            rows = db.execute(
+                "SELECT i.name, e.vector FROM embeddings e JOIN identities i ON i.id = e.identity_id ORDER BY e.id"
+            ).fetchall()
+        dim = self._store.dim()
+        rows = [(n, b) for n, b in rows if len(b) == 4 * dim]
+        vectors = np.stack([np.frombuffer(b, np.float32) for _, b in rows])
+        self._templates = (state, identity_templates(vectors, [n for n, _ in rows]))
+        return self._templates[1]
 
     def _current_index(self) -> SearchIndex:
         """The in-memory index, loaded or built on first use and brought up to date with the database."""
