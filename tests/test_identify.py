@@ -137,3 +137,8 @@ def test_evaluate_identify_on_a_folder(faces, tmp_path: Path, monkeypatch, capsy
     assert t["mated"] == b["mated"] and t["non_mated"] == b["non_mated"] == len(paths) * 2 - 8 - t["mated"]
     assert t["default_point"]["compared"] == 2 and b["default_point"]["compared"] == 4
     assert 0 <= t["default_point"]["named"] <= t["non_mated"] and t["match"] == "template"
+    code = cli.run(["evaluate", "identify", str(root), "--enrol", "2", "--face", "center"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "open-set:people: 2 enrolled identities (4 embeddings)" in out and "never-enrolled probes named" in out
+    assert "seed 0: 2 of the 4 identities with more than 2 images enrolled" in out
