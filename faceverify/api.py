@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .detect import FaceChoice
 from .errors import BadInputError, FaceverifyError
@@ -17,6 +16,9 @@ from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
 from .pipeline import FacePipeline
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -85,7 +87,8 @@ class FaceVerifier:
         pipeline: FacePipeline | None = None,
         **front_end: Any,
     ):
-        """``front_end`` options (min_face_size, score_threshold, max_pixels) configure the FacePipeline."""
+        """``front_end`` options (min_face_size, score_threshold, max_pixels, backend, detector, threads) configure
+        the FacePipeline."""
         self.pipeline = pipeline or FacePipeline(model, device, **front_end)
 
     @property

@@ -1,16 +1,26 @@
-"""Face detection: MTCNN (facenet-pytorch) boxes, scores and 5 landmarks for every face in a batch of images."""
+"""Face detection: boxes, scores and 5 landmarks for every face in a batch of images, by one of two detectors:
+YuNet (OpenCV's ``cv2.FaceDetectorYN`` on the shipped ONNX file; no torch) or MTCNN (facenet-pytorch; torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Sequence, Union
 
 import numpy as np
-import torch
 
-from ._util import pick_device
+from ._util import pick_device, sha256_bytes
+from .align import similarity_transform
+from .embed import models_dir
+from .errors import ModelError
+from .modelcard import DetectorCard
+
+if TYPE_CHECKING:
+    import torch
 
 FaceChoice = Literal["largest", "center", "all"]
+DetectorName = Literal["yunet", "mtcnn"]
+DETECTORS = ("yunet", "mtcnn")
 
 
 @dataclass(frozen=True)
@@ -29,11 +39,13 @@ class Face:
 
 
 class Detector:
-    """MTCNN face detector.
+    """MTCNN face detector (facenet-pytorch).
 
     ``min_face_size`` is in pixels; ``score_threshold`` drops faces the final stage is less sure of;
     ``stage_thresholds`` are MTCNN's three cascade thresholds.
     """
+
+    kind: DetectorName = "mtcnn"
 
     def __init__(
         self,
@@ -64,6 +76,8 @@ class Detector:
         for i, img in enumerate(images):
             if min(img.shape[:2]) >= self.min_face_size:  # smaller images cannot hold a face
                 groups.setdefault(img.shape, []).append(i)
+        import torch
+
         for indices in groups.values():
             batch = np.stack([images[i] for i in indices])
             with torch.inference_mode():
@@ -82,6 +96,127 @@ class Detector:
     def detect_one(self, image: np.ndarray) -> list[Face]:
         """Faces in one RGB image."""
         return self.detect([image])[0]
+
+    def template_for(self, template: np.ndarray) -> np.ndarray:
+        """The alignment template for this detector's landmarks: the card's own (cards are fitted to MTCNN)."""
+        return template
+
+    def like(self, min_face_size: int, factor: float) -> "Detector":
+        """A detector like this one (device, score threshold) with its own smallest face and pyramid factor."""
+        return Detector(self.device, min_face_size=min_face_size, score_threshold=self.score_threshold, factor=factor)
+
+
+def detectors_dir() -> Path:
+    """Where detector cards and their ONNX files live: ``<models>/detectors``."""
+    return models_dir() / "detectors"
+
+
+class YuNetDetector:
+    """YuNet on OpenCV's ``cv2.FaceDetectorYN``, from the shipped ONNX file checked against its card's sha256.
+
+    ``min_face_size`` drops faces whose box is smaller (longer side, pixels); ``score_threshold`` defaults to
+    the card's; images whose longer side exceeds the card's ``max_side`` are shrunk to it before detection.
+    """
+
+    kind: DetectorName = "yunet"
+
+    def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None):
+        import cv2
+
+        path = detectors_dir() / "yunet.json"
+        self.card = DetectorCard.load(path) if path.is_file() else None
+        if self.card is None:
+            raise ModelError(f"{path}: YuNet is not installed (run tools/import_yunet.py, or use --detector mtcnn)")
+        model_path = path.parent / self.card.model
+        try:
+            model = model_path.read_bytes()
+        except OSError:
+            raise ModelError(f"{model_path}: detector file named by {path.name} is missing") from None
+        if sha256_bytes(model) != self.card.model_sha256:
+            raise ModelError(f"{model_path}: detector does not match the sha256 recorded in {path.name}")
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its one-time backend notice
+        if threads:
+            cv2.setNumThreads(threads)
+        self.min_face_size = min_face_size
+        self.score_threshold = self.card.score_threshold if score_threshold is None else score_threshold
+        self._cv2 = cv2
+        self._model = np.frombuffer(model, np.uint8)
+        self._net = cv2.FaceDetectorYN.create("onnx", self._model, np.zeros(0, np.uint8), (320, 320),
+                                              self.score_threshold, self.card.nms_threshold, 5000)
+        self.device = "cpu"
+
+    def detect_one(self, image: np.ndarray) -> list[Face]:
+        """Faces in one H x W x 3 uint8 RGB image."""
+        h, w = image.shape[:2]
+        if min(h, w) < self.min_face_size:
+            return []
+        scale = min(1.0, self.card.max_side / max(h, w))
+        bgr = self._cv2.cvtColor(image, self._cv2.COLOR_RGB2BGR)
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            bgr = self._cv2.resize(bgr, size, interpolation=self._cv2.INTER_AREA)
+            sx, sy = w / size[0], h / size[1]
+        else:
+            sx = sy = 1.0
+        self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, rows = self._net.detect(bgr)
+        faces = []
+        for row in [] if rows is None else rows:
+            x, y, bw, bh = (float(v) for v in row[:4])
+            box = np.array([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy], np.float32)
+            if max(box[2] - box[0], box[3] - box[1]) < self.min_face_size or row[14] < self.score_threshold:
+                continue
+            landmarks = (row[4:14].reshape(5, 2) * np.array([sx, sy])).astype(np.float32)
+            faces.append(Face(box=box, score=float(row[14]), landmarks=landmarks))
+        return faces
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces in each RGB image (one at a time: YuNet is fast enough that batching buys little)."""
+        return [self.detect_one(img) for img in images]
+
+    def template_for(self, template: np.ndarray) -> np.ndarray:
+        """Where YuNet's landmarks should land for the crop that MTCNN's landmarks give on ``template``: YuNet's
+        mean shape moved by the similarity that takes MTCNN's mean shape onto the template (the card's
+        ``mean_shapes``; the template itself when it has none)."""
+        shapes = self.card.mean_shapes
+        if not shapes:
+            return template
+        m = similarity_transform(np.asarray(shapes["mtcnn"]), template)
+        return np.asarray(shapes["own"], np.float64) @ m[:, :2].T + m[:, 2]
+
+    def like(self, min_face_size: int, factor: float) -> "YuNetDetector":
+        """A detector like this one (score threshold) with its own smallest face; ``factor`` (MTCNN's pyramid
+        step) does not apply to YuNet and is ignored."""
+        del factor
+        return YuNetDetector(min_face_size, self.score_threshold)
+
+
+AnyDetector = Union[Detector, YuNetDetector]
+
+
+def yunet_installed() -> bool:
+    return (detectors_dir() / "yunet.json").is_file()
+
+
+def choose_detector(detector: str | None = None, device: str | None = None) -> DetectorName:
+    """``detector`` when given; else YuNet on CPU when it is installed, MTCNN otherwise (and on CUDA)."""
+    if detector is None:
+        on_cpu = device is None or str(device) == "cpu"
+        return "yunet" if on_cpu and yunet_installed() else "mtcnn"
+    if detector not in DETECTORS:
+        raise ModelError(f"unknown detector {detector!r} ({' or '.join(DETECTORS)})")
+    return detector  # type: ignore[return-value]
+
+
+def make_detector(
+    detector: str | None = None, device: str | torch.device | None = None, min_face_size: int = 20,
+    score_threshold: float | None = None, threads: int | None = None,
+) -> AnyDetector:
+    """The chosen detector (see :func:`choose_detector`); ``score_threshold`` None means the detector's own
+    default (MTCNN 0.9, YuNet its card's)."""
+    if choose_detector(detector, None if device is None else str(device)) == "yunet":
+        return YuNetDetector(min_face_size, score_threshold, threads)
+    return Detector(device, min_face_size=min_face_size, score_threshold=0.9 if score_threshold is None else score_threshold)
 
 
 def select_faces(faces: list[Face], image_shape: tuple[int, ...], choice: FaceChoice = "largest") -> list[Face]:

@@ -27,7 +27,8 @@ class ModelCard:
     ``template`` holds the 5 facial points (left eye, right eye, nose tip, left and right mouth corner, as seen
     in the image) in pixel coordinates of the ``input_size`` crop. ``mean`` and ``std`` normalise RGB pixels
     on the 0..255 scale: ``x = (pixel - mean) / std``. ``thresholds`` maps a false-accept rate written as a
-    string ("1e-3") to the cosine similarity that yields it.
+    string ("1e-3") to the cosine similarity that yields it. ``onnx`` optionally names an ONNX export of the
+    same network (``tools/export_onnx.py``), checked against ``onnx_sha256``: what the ONNX Runtime backend runs.
     """
 
     name: str
@@ -45,6 +46,8 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    onnx: str = ""
+    onnx_sha256: str = ""
     schema: int = CARD_SCHEMA
 
     @property
@@ -105,13 +108,16 @@ class ModelCard:
         for key in ("name", "architecture", "weights", "weights_sha256", "version"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 fail(f"'{key}' must be a non-empty string")
-        if (
-            any(c in self.weights for c in "/\\:") or self.weights.startswith(".") or not self.weights.isprintable()
-            or not self.weights.endswith(".safetensors")
-        ):
+        if not _is_plain_name(self.weights) or not self.weights.endswith(".safetensors"):
             fail("'weights' must be a plain .safetensors file name beside the card")
-        if len(self.weights_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.weights_sha256):
+        if not _is_sha256(self.weights_sha256):
             fail("'weights_sha256' must be 64 lowercase hex digits")
+        if not isinstance(self.onnx, str) or not isinstance(self.onnx_sha256, str):
+            fail("'onnx' and 'onnx_sha256' must be strings")
+        if self.onnx and (not _is_plain_name(self.onnx) or not self.onnx.endswith(".onnx")):
+            fail("'onnx' must be a plain .onnx file name beside the card")
+        if self.onnx and not _is_sha256(self.onnx_sha256):
+            fail("'onnx_sha256' must be 64 lowercase hex digits when 'onnx' is set")
         if not isinstance(self.input_size, int) or not 16 <= self.input_size <= 1024:
             fail("'input_size' must be an integer between 16 and 1024")
         if not isinstance(self.embedding_size, int) or not 2 <= self.embedding_size <= 8192:
@@ -158,9 +164,66 @@ class ModelCard:
         raise ModelError(f"model '{self.name}' has no threshold calibrated for FAR={far:g} (has: {have})")
 
 
+@dataclass
+class DetectorCard:
+    """The card of a shipped face detector (``models/detectors/<name>.json``): its ONNX file and sha256, the
+    thresholds it runs at, the longest image side it sees (larger images are shrunk to it), licence and source.
+
+    ``mean_shapes`` maps ``mtcnn`` and ``own`` to the mean 5-point shapes of MTCNN's and this detector's landmarks
+    on the same faces (in one frame): the embedding cards' templates are fitted to MTCNN's points, so this
+    detector aligns onto the template moved as its mean shape sits against MTCNN's (see ``YuNetDetector.template_for``).
+    """
+
+    name: str
+    kind: str
+    model: str
+    model_sha256: str
+    score_threshold: float
+    nms_threshold: float
+    max_side: int
+    licence: str
+    mean_shapes: dict[str, list[list[float]]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    schema: int = CARD_SCHEMA
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectorCard":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= MAX_CARD_BYTES else None
+            card = cls(**data)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as exc:
+            raise ModelError(f"{path}: unreadable detector card ({type(exc).__name__}: {exc})") from None
+        problems = [
+            not _is_plain_name(card.model) or not card.model.endswith(".onnx"), not _is_sha256(card.model_sha256),
+            not _is_finite(card.score_threshold) or not 0 < card.score_threshold < 1,
+            not _is_finite(card.nms_threshold) or not 0 < card.nms_threshold < 1,
+            not isinstance(card.max_side, int) or not 32 <= card.max_side <= 8192, card.schema != CARD_SCHEMA,
+            not isinstance(card.mean_shapes, dict) or set(card.mean_shapes) not in (set(), {"mtcnn", "own"}),
+            not all(isinstance(s, list) and len(s) == 5 and all(map(_is_point, s)) for s in card.mean_shapes.values()),
+        ]
+        if any(problems):
+            raise ModelError(f"{path}: invalid detector card (model, model_sha256, thresholds in (0, 1), max_side, "
+                             "mean_shapes)")
+        return card
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
 def _is_finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_point(p: Any) -> bool:
     return isinstance(p, list) and len(p) == 2 and all(_is_finite(v) for v in p)
+
+
+def _is_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_plain_name(name: str) -> bool:
+    """A file name beside the card: no folders, drive letters, leading dot or control characters."""
+    return not any(c in name for c in "/\\:") and not name.startswith(".") and name.isprintable()

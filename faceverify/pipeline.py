@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 import numpy as np
-import torch
 
 from .align import align_face, center_crop
-from .detect import Detector, Face, FaceChoice, select_faces
-from .embed import Embedder
+from .detect import AnyDetector, Face, FaceChoice, make_detector, select_faces
+from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
 
@@ -42,24 +41,33 @@ class ImageResult:
 
 
 class FacePipeline:
-    """Detector + aligner + embedder configured from one model card."""
+    """Detector + aligner + embedder configured from one model card.
+
+    ``backend`` (torch or onnx) and ``detector`` (yunet or mtcnn) default to ONNX Runtime and YuNet on CPU when
+    installed, torch and MTCNN otherwise (see embed.choose_backend, detect.choose_detector); ``threads`` caps
+    the runtimes' threads; ``score_threshold`` None is the detector's own default.
+    """
 
     def __init__(
         self,
         model: str | None = None,
-        device: str | torch.device | None = None,
+        device: str | None = None,
         min_face_size: int = 20,
-        score_threshold: float = 0.9,
+        score_threshold: float | None = None,
         max_pixels: int = MAX_PIXELS,
-        embedder: Embedder | None = None,
-        detector: Detector | None = None,
+        embedder: AnyEmbedder | None = None,
+        detector: AnyDetector | str | None = None,
+        backend: str | None = None,
+        threads: int | None = None,
     ):
-        self.embedder = embedder or Embedder.load(model, device)
-        self.detector = detector or Detector(
-            self.embedder.device, min_face_size=min_face_size, score_threshold=score_threshold
-        )
+        self.embedder = embedder or load_embedder(model, device, backend, threads)
+        if detector is None or isinstance(detector, str):
+            detector = make_detector(detector, self.embedder.device, min_face_size, score_threshold, threads)
+        self.detector = detector
         self.max_pixels = max_pixels
-        self.template = np.asarray(self.embedder.card.template, np.float64)
+        template = np.asarray(self.embedder.card.template, np.float64)
+        moved = getattr(self.detector, "template_for", None)  # a stand-in detector may not move it
+        self.template = template if moved is None else moved(template)
 
     @property
     def card(self):
@@ -71,11 +79,10 @@ class FacePipeline:
         crops = [align_face(image, f.landmarks, self.template, size) for f in faces]
         return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
 
-    def frame_detector(self, min_face_size: int, factor: float) -> Detector:
-        """A detector like this pipeline's (device, score threshold) with its own smallest face and pyramid
-        factor: what video uses on downscaled frames."""
-        return Detector(self.embedder.device, min_face_size=min_face_size,
-                        score_threshold=self.detector.score_threshold, factor=factor)
+    def frame_detector(self, min_face_size: int, factor: float) -> AnyDetector:
+        """A detector like this pipeline's (kind, device, score threshold) with its own smallest face and pyramid
+        factor (MTCNN only): what video uses on downscaled frames."""
+        return self.detector.like(min_face_size, factor)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings (N x D float32) of crops made by :meth:`align`."""

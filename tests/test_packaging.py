@@ -26,6 +26,8 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     assert not uses_tools, f"the package imports tools/, which is not installed: {uses_tools}"
     default = (REPO / "faceverify" / "models" / "DEFAULT").read_text().strip()
     assert f"faceverify/models/{default}.safetensors" in names and f"faceverify/models/{default}.json" in names
+    assert f"faceverify/models/{default}.onnx" in names
+    assert "faceverify/models/detectors/yunet.onnx" in names and "faceverify/models/detectors/yunet.json" in names
     configs = sorted(p.name for p in (REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs and all(f"faceverify/configs/{c}" in names for c in configs)
     target = tmp_path / "site"
@@ -35,16 +37,19 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     )
     code = (
         "import json, faceverify\n"
-        "from faceverify.embed import Embedder, models_dir\n"
+        "from faceverify.embed import Embedder, load_embedder, models_dir\n"
+        "from faceverify.detect import make_detector\n"
         "from faceverify.train.config import load_config\n"
         "e = Embedder.load(device='cpu')\n"
         "cfg = load_config('mobilefacenet-folders', ['data.images=people'])\n"
-        "print(json.dumps([faceverify.__file__, str(models_dir()), e.card.name, cfg.model.architecture]))\n"
+        "fast = [load_embedder().backend, make_detector().kind]\n"
+        "print(json.dumps([faceverify.__file__, str(models_dir()), e.card.name, cfg.model.architecture, fast]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "FACEVERIFY_MODELS"}
     env["PYTHONPATH"] = str(target)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    module_file, models, name, architecture = json.loads(out.stdout)
+    module_file, models, name, architecture, fast = json.loads(out.stdout)
+    assert fast == ["onnx", "yunet"]
     assert module_file.startswith(str(target)) and models.startswith(str(target)) and name == default
     assert architecture == "mobilefacenet"
     help_text = subprocess.run([sys.executable, "-m", "faceverify.cli", "--help"], cwd=tmp_path, env=env,

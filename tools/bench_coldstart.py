@@ -3,7 +3,8 @@
 face_recognition's CLI compares "known" images against an unknown one; with one known image it is one pair.
 Its model package imports pkg_resources (gone in setuptools>=81), so the peer runs behind a tiny shim that
 provides ``pkg_resources.resource_filename`` (files located with importlib.util.find_spec) and nothing else.
-Runs are interleaved; medians are reported. Every run of either side must exit 0 and print the expected
+Ours runs on the default path (ONNX Runtime + YuNet on CPU, no torch) and, in the same interleaved rounds, on
+the torch path (``--backend torch --detector mtcnn``). Runs are interleaved; medians are reported. Every run of either side must exit 0 and print the expected
 answer (both say "same person" for two images of Colin Powell), else the benchmark stops with an error.
 
     python tools/bench_coldstart.py --rounds 7 [--lfw ROOT] [--peer-python PYTHON]
@@ -76,11 +77,11 @@ def check_peer(proc: subprocess.CompletedProcess[str], probe: Path) -> str:
     return answers[0]
 
 
-def import_seconds() -> float:
-    """Wall time of a process that only imports faceverify.api."""
-    t, proc = timed([sys.executable, "-c", "import faceverify.api"])
+def import_seconds(module: str) -> float:
+    """Wall time of a process that only imports ``module``."""
+    t, proc = timed([sys.executable, "-c", f"import {module}"])
     if proc.returncode != 0:
-        raise SystemExit(f"error: importing faceverify.api failed: {_failure(proc)}")
+        raise SystemExit(f"error: importing {module} failed: {_failure(proc)}")
     return t
 
 
@@ -99,22 +100,28 @@ def main(argv: list[str] | None = None) -> int:
         known.mkdir()
         shutil.copy(a, known / f"{KNOWN_NAME}.jpg")
         ours_cmd = [exe, "verify", str(a), str(b), "--device", "cpu"]
+        torch_cmd = ours_cmd + ["--backend", "torch", "--detector", "mtcnn"]
         peer_cmd = [args.peer_python, "-c", PEER_SHIM, str(known), str(b)]
         ours: list[float] = []
+        torch_path: list[float] = []
         peer: list[float] = []
         for _ in range(args.rounds):
             t, proc = timed(ours_cmd)
             out_ours = check_ours(proc)
             ours.append(t)
+            t, proc = timed(torch_cmd)
+            check_ours(proc)
+            torch_path.append(t)
             t, proc = timed(peer_cmd)
             out_peer = check_peer(proc, b)
             peer.append(t)
-    imports = statistics.median(import_seconds() for _ in range(3))
-    o, p = statistics.median(ours), statistics.median(peer)
-    print(f"faceverify verify:      median {o:.2f} s over {args.rounds} runs  ({out_ours})")
+    o, tp, p = statistics.median(ours), statistics.median(torch_path), statistics.median(peer)
+    print(f"faceverify verify (default: onnx + yunet): median {o:.2f} s over {args.rounds} runs  ({out_ours})")
+    print(f"faceverify verify --backend torch --detector mtcnn: median {tp:.2f} s")
     print(f"face_recognition (dlib): median {p:.2f} s over {args.rounds} runs  ({out_peer})")
-    print(f"ratio faceverify / dlib: {o / p:.2f}")
-    print(f"of which importing faceverify.api (torch, torchvision via facenet-pytorch): {imports:.2f} s")
+    print(f"ratio faceverify / dlib: default {o / p:.2f}, torch path {tp / p:.2f}")
+    for module in ("faceverify.api", "torch, facenet_pytorch"):
+        print(f"importing {module}: {statistics.median(import_seconds(module) for _ in range(3)):.2f} s")
     return 0
 
 

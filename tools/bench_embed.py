@@ -1,10 +1,10 @@
-"""Embedding throughput on identical chips: faceverify's Embedder against dlib's compute_face_descriptor.
+"""Embedding throughput on identical chips: faceverify's Embedder (torch, and the ONNX export on ONNX Runtime)
+against dlib's compute_face_descriptor.
 
     python tools/bench_embed.py [--root LFW] [--chips 256] [--rounds 5] [--threads 2] [--batch 32] [--json]
 
 The chips are dlib's own (HOG, 5-point shape, get_face_chip 150 x 150) of the first images of LFW peopleDevTest,
-so both networks see the same input. Rounds alternate between the two (ours, dlib, ours, dlib, ...) after a
-warm-up, and the median faces/second of each is reported with the ratio ours / dlib. The largest descriptor
+so all see the same input. Rounds alternate between them (torch, onnx, dlib, torch, ...) after a warm-up, and the median faces/second of each is reported with the ratio ours / dlib. The largest descriptor
 difference (cosine) between the two on these chips is printed as a parity check.
 """
 
@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from faceverify.embed import Embedder
+from faceverify.embed import Embedder, OnnxEmbedder
 from faceverify.eval.pairs import lfw_image_dir, lfw_image_path, read_lfw_people
 from faceverify.images import load_image
 from tools.common import PeerFailed, lfw_root
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="faceverify model name (default: the shipped default)")
     parser.add_argument("--chips", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--batch", type=int, default=32, help="our batch size")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -66,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     peer = DlibPipeline()
     chips = dlib_chips(peer, lfw_root(args.root, "--root"), args.chips)
     embedder = Embedder.load(args.model, "cpu")
+    onnx = OnnxEmbedder.load(args.model, threads=args.threads)
     runners: dict[str, Callable[[], np.ndarray]] = {
         "faceverify": lambda: embedder.embed(chips, batch_size=args.batch),
+        "onnx": lambda: onnx.embed(chips, batch_size=args.batch),
         "dlib": lambda: peer.descriptors(list(chips)),
     }
     outputs = {name: run() for name, run in runners.items()}  # warm-up, and the parity check
     theirs = outputs["dlib"] / np.linalg.norm(outputs["dlib"], axis=1, keepdims=True)
     worst_cosine = float((outputs["faceverify"] * theirs).sum(1).min())
+    worst_onnx = float((outputs["faceverify"] * outputs["onnx"]).sum(1).min())
     rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.rounds):
         for name, run in runners.items():
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         faces_per_second=median,
         all_rounds=rates,
         ratio=median["faceverify"] / median["dlib"],
+        onnx_ratio=median["onnx"] / median["dlib"],
         worst_cosine_to_dlib=worst_cosine,
+        worst_cosine_onnx_to_torch=worst_onnx,
         machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
     )
     if args.json:
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<11} {rate:7.1f} faces/s (median of {args.rounds}: {', '.join(f'{r:.1f}' for r in rates[name])})")
     print(f"ratio       {result['ratio']:.2f}x (faceverify / dlib), {len(chips)} chips, batch {args.batch}, "
           f"{result['torch_threads']} torch threads; worst cosine to dlib {worst_cosine:.7f}")
+    print(f"onnx ratio  {result['onnx_ratio']:.2f}x (onnx / dlib); worst cosine onnx to torch {worst_onnx:.7f}")
     return 0
 
 

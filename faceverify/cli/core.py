@@ -15,6 +15,10 @@ from .options import (
     EXIT_DIFFERENT,
     EXIT_ERROR,
     EXIT_PARTIAL,
+    BackendChoiceOpt,
+    BackendOpt,
+    DetectorChoiceOpt,
+    DetectorOpt,
     DeviceOpt,
     FaceChoiceOpt,
     FaceOpt,
@@ -22,6 +26,7 @@ from .options import (
     GalleryOpt,
     JsonOpt,
     ModelOpt,
+    ThreadsOpt,
     ThresholdOpt,
     app,
     err,
@@ -35,10 +40,14 @@ if TYPE_CHECKING:
 gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the gallery of enrolled identities.")
 
 
-def _verifier(model: Optional[str], device: Optional[str]) -> FaceVerifier:
+def _verifier(
+    model: Optional[str], device: Optional[str], backend: Optional[BackendOpt] = None,
+    detector: Optional[DetectorOpt] = None, threads: Optional[int] = None,
+) -> FaceVerifier:
     from ..api import FaceVerifier
 
-    return FaceVerifier(model, device)
+    return FaceVerifier(model, device, backend=backend and backend.value, detector=detector and detector.value,
+                        threads=threads)
 
 
 def _far_text(far: Optional[float]) -> str:
@@ -55,9 +64,12 @@ def verify(
     threshold: Optional[float] = ThresholdOpt,
     face: FaceOpt = FaceChoiceOpt,
     as_json: bool = JsonOpt,
+    backend: Optional[BackendOpt] = BackendChoiceOpt,
+    detector: Optional[DetectorOpt] = DetectorChoiceOpt,
+    threads: int = ThreadsOpt,
 ) -> None:
     """Are two images the same person? Exit 0 = same, 1 = different, 2 = error."""
-    result = _verifier(model, device).verify(image_a, image_b, far, threshold, face.value)
+    result = _verifier(model, device, backend, detector, threads).verify(image_a, image_b, far, threshold, face.value)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
@@ -79,6 +91,9 @@ def enroll(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Enroll the good images even if some inputs fail."),
     face: FaceOpt = typer.Option(FaceOpt.largest, "--face", help="Which face to enroll in an image holding several."),
     as_json: bool = JsonOpt,
+    backend: Optional[BackendOpt] = BackendChoiceOpt,
+    detector: Optional[DetectorOpt] = DetectorChoiceOpt,
+    threads: int = ThreadsOpt,
 ) -> None:
     """Enroll an identity from images (each image's face is stored), or many with --from-folders."""
     args = args or []
@@ -88,7 +103,7 @@ def enroll(
         raise FaceverifyError("give NAME and at least one image or directory (or --from-folders DIR)")
     if from_folders is not None and args:
         raise FaceverifyError("--from-folders takes no NAME or images")
-    fv = _verifier(model, device)
+    fv = _verifier(model, device, backend, detector, threads)
     with fv.open_gallery(gallery) as store:
         if from_folders is not None:
             report = _enroll_folders(fv, store, from_folders, as_json)
@@ -133,6 +148,9 @@ def identify(
     show: bool = typer.Option(False, "--show", help="--source: show the annotated video in a window (q or Esc stops)."),
     output: Optional[Path] = typer.Option(None, "--output", help="--source: write the annotated video (.mp4 or .avi)."),
     realtime: bool = typer.Option(False, "--realtime", help="--source file: read at its frame rate, dropping frames as a camera would."),
+    backend: Optional[BackendOpt] = BackendChoiceOpt,
+    detector: Optional[DetectorOpt] = DetectorChoiceOpt,
+    threads: int = ThreadsOpt,
 ) -> None:
     """Name each face against the gallery, or `unknown` below the calibrated threshold. With --source, follow
     each person in a camera, video file or stream and name them once confident; Ctrl-C ends it cleanly."""
@@ -142,7 +160,7 @@ def identify(
         raise FaceverifyError("give images or directories to identify, or --source for a camera or video")
     if source is None and (show or output is not None or realtime):
         raise FaceverifyError("--show, --output and --realtime go with --source")
-    fv = _verifier(model, device)
+    fv = _verifier(model, device, backend, detector, threads)
     store_path = gallery or _default_gallery()
     if not Path(store_path).exists():
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")

@@ -42,6 +42,29 @@ ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity thresho
 JsonOpt = typer.Option(False, "--json", help="Machine-readable JSON output.")
 FaceChoiceOpt = typer.Option(FaceOpt.largest, "--face", help="Which faces count in an image holding several.")
 
+
+class BackendOpt(str, Enum):
+    """Which runtime runs the embedding network."""
+
+    torch = "torch"
+    onnx = "onnx"
+
+
+class DetectorOpt(str, Enum):
+    """Which face detector finds faces and their landmarks."""
+
+    yunet = "yunet"
+    mtcnn = "mtcnn"
+
+
+BackendChoiceOpt = typer.Option(None, "--backend", help="Embedding runtime (default: onnx on CPU when onnxruntime "
+                                "is installed and the model has an ONNX export, else torch; --device cuda: torch).")
+DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default: yunet on CPU when installed, "
+                                 "else mtcnn; --device cuda: mtcnn).")
+ThreadsOpt = typer.Option(1, "--threads", min=1, max=256, help="CPU threads for the detector and the network "
+                          "(default 1: small jobs on shared machines run fastest so).")
+
+
 def err(message: str) -> None:
     """One error line on stderr."""
     typer.echo(f"faceverify: error: {message}", err=True)

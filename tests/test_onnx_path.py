@@ -1,0 +1,155 @@
+"""The torch-free inference path: ONNX Runtime embeddings equal torch's, YuNet's landmarks are in MTCNN's order,
+shipped ONNX files are checked against their cards, and verify / enroll / identify / gallery run without torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from faceverify.detect import Detector, YuNetDetector, choose_detector, select_faces
+from faceverify.embed import Embedder, OnnxEmbedder, available_models, choose_backend, models_dir, resolve_card
+from faceverify.errors import ModelError
+from faceverify.eval.pairs import read_lfw_pairs
+from faceverify.images import load_image
+from faceverify.modelcard import ModelCard
+from faceverify.pipeline import FacePipeline
+
+
+@pytest.fixture(scope="module")
+def lfw_faces(lfw_root, lfw_images):
+    """200 LFW images of pairsDevTest (RGB arrays), in a fixed order."""
+    pairs = read_lfw_pairs(lfw_root / "pairsDevTest.txt")
+    rels = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})[:200]
+    return [load_image(lfw_images / rel) for rel in rels]
+
+
+@pytest.fixture(scope="module")
+def yunet_faces(lfw_faces):
+    """(image, YuNet's face nearest the centre) for each of the 200 images where it finds one."""
+    detector = YuNetDetector(threads=1)
+    found = [(img, select_faces(detector.detect_one(img), img.shape, "center")) for img in lfw_faces]
+    return [(img, faces[0]) for img, faces in found if faces]
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """torch at one thread for the test (as the CLI runs it), restored after: two contend on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("model", available_models())
+def test_onnx_embeddings_equal_torch_on_200_lfw_faces(model, yunet_faces, one_torch_thread):
+    pipeline = FacePipeline(model, backend="onnx", detector="yunet", threads=1)
+    assert isinstance(pipeline.embedder, OnnxEmbedder)
+    crops = np.concatenate([pipeline.align(image, [face]) for image, face in yunet_faces])
+    assert len(crops) == 200
+    onnx = pipeline.embed_crops(crops)
+    torch_vectors = Embedder.load(model, "cpu").embed(crops)
+    cos = (onnx * torch_vectors).sum(1)
+    assert cos.mean() >= 0.99999 and cos.min() >= 0.9999, (cos.mean(), cos.min())
+    assert np.allclose(np.linalg.norm(onnx, axis=1), 1, atol=1e-5)
+
+
+def test_yunet_landmarks_come_in_mtcnn_order(lfw_faces, one_torch_thread):
+    yunet, mtcnn = YuNetDetector(threads=1), Detector("cpu")
+    offsets = []
+    for image in lfw_faces[:20]:
+        a = select_faces(yunet.detect_one(image), image.shape, "center")
+        b = select_faces(mtcnn.detect_one(image), image.shape, "center")
+        if a and b:
+            distances = np.linalg.norm(a[0].landmarks[:, None] - b[0].landmarks[None], axis=2)  # yunet x mtcnn
+            assert list(distances.argmin(1)) == [0, 1, 2, 3, 4]
+            offsets.append(distances.diagonal())
+    assert len(offsets) == 20
+    assert float(np.median(offsets)) < 6.0  # pixels, on 250 x 250 images with ~110 px faces (about 4 measured)
+
+
+def test_defaults_pick_onnx_and_yunet_on_cpu_torch_and_mtcnn_on_cuda():
+    card, _ = resolve_card()
+    assert choose_backend(card) == "onnx" and choose_backend(card, "cpu") == "onnx"
+    assert choose_backend(card, "cuda") == "torch" and choose_backend(card, "cpu", "torch") == "torch"
+    assert choose_detector() == "yunet" and choose_detector(None, "cuda") == "mtcnn"
+    with pytest.raises(ModelError, match="runs on cpu"):
+        choose_backend(card, "cuda", "onnx")
+    with pytest.raises(ModelError, match="unknown detector"):
+        choose_detector("haar")
+
+
+@pytest.fixture()
+def models_copy(tmp_path, monkeypatch):
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir(), copy, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
+    monkeypatch.setenv("FACEVERIFY_MODELS", str(copy))
+    return copy
+
+
+def test_a_tampered_onnx_file_is_refused_before_onnx_runtime_reads_it(models_copy):
+    card, _ = resolve_card()
+    path = models_copy / card.onnx
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        OnnxEmbedder.load()
+    (models_copy / "detectors" / "yunet.onnx").write_bytes(b"not a detector")
+    with pytest.raises(ModelError, match="does not match the sha256"):
+        YuNetDetector()
+
+
+def test_card_onnx_field_must_be_a_plain_onnx_name_with_its_sha256():
+    card, card_path = resolve_card()
+    data = json.loads(card_path.read_text())
+    for bad in ({"onnx": "../x.onnx"}, {"onnx": "x.bin"}, {"onnx_sha256": "ABC"}):
+        with pytest.raises(ModelError, match="onnx"):
+            ModelCard.from_dict({**data, **bad})
+    assert ModelCard.from_dict({**data, "onnx": "", "onnx_sha256": ""}).onnx == ""
+
+
+NO_TORCH = """\
+import json, sys
+from faceverify.cli import run
+a, b, gallery = sys.argv[1:4]
+codes = [run(["verify", a, b]), run(["enroll", "Colin", a, "--gallery", gallery]),
+         run(["identify", b, "--gallery", gallery]), run(["gallery", "list", "--gallery", gallery])]
+heavy = sorted(m for m in ("torch", "torchvision", "facenet_pytorch") if m in sys.modules)
+print(json.dumps(dict(codes=codes, heavy=heavy)))
+"""
+
+
+def test_verify_enroll_identify_gallery_run_without_importing_torch(lfw_image, tmp_path):
+    a, b = lfw_image("Colin_Powell", 1), lfw_image("Colin_Powell", 2)
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(a), str(b), str(tmp_path / "g.sqlite")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result == dict(codes=[0, 0, 0, 0], heavy=[]), proc.stdout + proc.stderr
+    assert lines[0].startswith("same person") and any("\tColin\t" in line for line in lines)
+
+
+def test_onnx_and_torch_paths_agree_on_a_verification(lfw_image, one_torch_thread):
+    from faceverify.api import FaceVerifier
+
+    a, b = lfw_image("Colin_Powell", 1), lfw_image("George_W_Bush", 1)
+    onnx = FaceVerifier(backend="onnx", detector="yunet", threads=1).verify(a, b)
+    torch_path = FaceVerifier(device="cpu", backend="torch", detector="yunet").verify(a, b)
+    assert not onnx.same and not torch_path.same
+    assert abs(onnx.similarity - torch_path.similarity) < 1e-4 and onnx.boxes == torch_path.boxes
+
+
+def test_cli_backend_errors_are_one_line_exit_2(lfw_image):
+    a = lfw_image("Colin_Powell", 1)
+    proc = subprocess.run([sys.executable, "-m", "faceverify.cli", "verify", str(a), str(a), "--backend", "onnx",
+                           "--device", "cuda"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "runs on cpu" in proc.stderr
