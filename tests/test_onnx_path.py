@@ -153,3 +153,10 @@ def test_cli_backend_errors_are_one_line_exit_2(lfw_image):
                            "--device", "cuda"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "runs on cpu" in proc.stderr
+
+
+def test_video_detects_with_mtcnn_unless_a_detector_is_chosen():
+    default = FacePipeline(threads=1)
+    assert default.detector.kind == "yunet" and default.frame_detector(24, 0.6).kind == "mtcnn"
+    chosen = FacePipeline(detector="yunet", threads=1).frame_detector(24, 0.6)
+    assert chosen.kind == "yunet" and chosen.min_face_size == 24
