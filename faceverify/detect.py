@@ -213,9 +213,13 @@ def make_detector(
     score_threshold: float | None = None, threads: int | None = None,
 ) -> AnyDetector:
     """The chosen detector (see :func:`choose_detector`); ``score_threshold`` None means the detector's own
-    default (MTCNN 0.9, YuNet its card's)."""
+    default (MTCNN 0.9, YuNet its card's); ``threads`` caps OpenCV's threads (YuNet) or torch's (MTCNN)."""
     if choose_detector(detector, None if device is None else str(device)) == "yunet":
         return YuNetDetector(min_face_size, score_threshold, threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return Detector(device, min_face_size=min_face_size, score_threshold=0.9 if score_threshold is None else score_threshold)
 
 

@@ -4,7 +4,7 @@ face_recognition's CLI compares "known" images against an unknown one; with one 
 Its model package imports pkg_resources (gone in setuptools>=81), so the peer runs behind a tiny shim that
 provides ``pkg_resources.resource_filename`` (files located with importlib.util.find_spec) and nothing else.
 Ours runs on the default path (ONNX Runtime + YuNet on CPU, no torch) and, in the same interleaved rounds, on
-the torch path (``--backend torch --detector mtcnn``). Runs are interleaved; medians are reported. Every run of either side must exit 0 and print the expected
+the torch path (``--backend torch --detector mtcnn``). Runs are interleaved; medians are reported, then the peak resident memory of one more run of each. Every run of either side must exit 0 and print the expected
 answer (both say "same person" for two images of Colin Powell), else the benchmark stops with an error.
 
     python tools/bench_coldstart.py --rounds 7 [--lfw ROOT] [--peer-python PYTHON]
@@ -15,6 +15,7 @@ The peer needs ``pip install --no-deps face_recognition`` beside the ``peer`` ex
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -49,6 +50,16 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     except OSError as exc:
         proc = subprocess.CompletedProcess(cmd, 127, "", f"cannot run {cmd[0]}: {exc.strerror or exc}")
     return time.perf_counter() - start, proc
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident memory (MiB) of one more run of ``cmd``, from the kernel's accounting of that process."""
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode not in (0, 1):
+        raise SystemExit(f"error: {cmd[0]} exited {child.returncode} when measuring its memory")
+    return usage.ru_maxrss / 1024  # kilobytes on Linux
 
 
 def _failure(proc: subprocess.CompletedProcess[str]) -> str:
@@ -115,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
             t, proc = timed(peer_cmd)
             out_peer = check_peer(proc, b)
             peer.append(t)
+        rss = [peak_rss_mb(cmd) for cmd in (ours_cmd, torch_cmd, peer_cmd)]
     o, tp, p = statistics.median(ours), statistics.median(torch_path), statistics.median(peer)
     print(f"faceverify verify (default: onnx + yunet): median {o:.2f} s over {args.rounds} runs  ({out_ours})")
     print(f"faceverify verify --backend torch --detector mtcnn: median {tp:.2f} s")
     print(f"face_recognition (dlib): median {p:.2f} s over {args.rounds} runs  ({out_peer})")
     print(f"ratio faceverify / dlib: default {o / p:.2f}, torch path {tp / p:.2f}")
+    print(f"peak RSS: default {rss[0]:.0f} MiB, torch path {rss[1]:.0f} MiB, face_recognition {rss[2]:.0f} MiB")
     for module in ("faceverify.api", "torch, facenet_pytorch"):
         print(f"importing {module}: {statistics.median(import_seconds(module) for _ in range(3)):.2f} s")
     return 0
