@@ -167,24 +167,30 @@ class VideoRun:
             self.tracker.end(tracks)
         return out
 
-    def _detect(self, index: int, stamp: float, image: np.ndarray,
-                gray: np.ndarray) -> tuple[set[int], list[TrackEnd]]:
-        """Detect, embed every face (the fully visible ones may become samples), assign faces to tracks, end tracks whose face no longer matches
-        them, and update the labels; returns (tracks whose label changed, tracks ended)."""
-        s = self.identifier.settings
+    def _find(self, image: np.ndarray) -> tuple[list[Face], set[int], dict[int, np.ndarray], dict[int, float]]:
+        """Detect on a downscaled copy and align every face: (faces in frame pixels, those fully inside the frame
+        (only they may become samples), aligned crops and quality by face index)."""
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         small = rgb if self.scale == 1.0 else cv2.resize(rgb, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
         t0 = time.perf_counter()
         faces = [Face(f.box / self.scale, f.score, f.landmarks / self.scale) for f in self.detector.detect_one(small)]
-        t1 = time.perf_counter()
-        self.busy["detect"] += t1 - t0
+        self.busy["detect"] += time.perf_counter() - t0
         self.detections += 1
         h, w = rgb.shape[:2]
-        full = {i for i, f in enumerate(faces) if visible_fraction(f.box, w, h) >= 0.98}  # may become samples
+        full = {i for i, f in enumerate(faces) if visible_fraction(f.box, w, h) >= 0.98}
         crops = dict(enumerate(self.pipeline.align(rgb, faces))) if faces else {}
         quality = {i: face_quality(crop, faces[i].landmarks) * faces[i].score for i, crop in crops.items()}
-        vectors = self._embed(crops, list(crops) if s.recheck else [])  # every face, to check its track
+        return faces, full, crops, quality
+
+    def _detect(self, index: int, stamp: float, image: np.ndarray,
+                gray: np.ndarray) -> tuple[set[int], list[TrackEnd]]:
+        """Detect, embed every face, assign faces to tracks, end tracks whose face no longer matches them, and
+        update the labels; returns (tracks whose label changed, tracks ended)."""
+        s = self.identifier.settings
+        faces, full, crops, quality = self._find(image)
+        t1 = time.perf_counter()
+        vectors = self._embed(crops, list(crops) if s.recheck else [])  # every face checks its track
         similarity = self._similarity(len(faces), vectors)
         column = {t.id: j for j, t in enumerate(self.tracker.tracks)}  # of ``similarity``
         assoc = self.tracker.associate(faces, index, gray, similarity)
