@@ -1,11 +1,12 @@
 """Benchmark identity-safe video identification on generated 640x480 videos of every hard case, against the same
 run's per-frame baseline (detect and embed every frame).
 
-    python tools/bench_video.py [--videos 63] [--baseline-videos 2] [--no-recheck-videos 7] [--threads 1]
+    python tools/bench_video.py [--videos 63] [--first-seed 0] [--baseline-videos 2] [--no-recheck-videos 7]
+                                [--threads 1] [--match template|best]
 
-Videos cycle through tools.video_cases.CASES (walk, cuts, swap, cross, occlude, lighting, degrade), seeds
-0..N-1; each gallery holds the enrolled people shown plus distractors. Every face-frame is scored: an event box
-is given to the ground-truth face it overlaps (IoU >= 0.3); a name on a face that is not that person's is a
+Videos cycle through tools.video_cases.CASES (walk, cuts, swap, cross, occlude, lighting, degrade) by seed,
+seeds first-seed .. first-seed+N-1; each gallery holds the enrolled people shown plus distractors. Every
+face-frame is scored: an event box is given to the ground-truth face it overlaps (IoU >= 0.3); a name on a face that is not that person's is a
 wrong-name face-frame, the figure that must be 0. Per appearance: an enrolled one is named right when its own
 name is shown on it and no other name ever is; a never-enrolled one must never be named. Time to a name counts
 from the appearance's first visible frame. ``--no-recheck-videos`` reruns the first videos with identity
@@ -138,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lfw", type=Path, default=None)
     ap.add_argument("--videos", type=int, default=63)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+videos-1")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated cases to cycle through")
     ap.add_argument("--baseline-videos", type=int, default=2, help="videos the (slow) baseline also runs on")
     ap.add_argument("--no-recheck-videos", type=int, default=7, help="videos also run without re-checking")
+    ap.add_argument("--match", default="template", choices=["best", "template"], help="VideoSettings.match")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for every method")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the videos here (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
@@ -155,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     endings = Counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
-        for seed in range(args.videos):
+        for k, seed in enumerate(range(args.first_seed, args.first_seed + args.videos)):
             case = cases[seed % len(cases)]
             video = work / f"{case}-{seed}.mp4"
             truth = json.loads(make_case(case, root, video, seed, fv.pipeline.detector).read_text())
             with fv.open_gallery(work / f"{case}-{seed}.sqlite") as gallery:
                 for name, paths in truth["gallery"].items():
                     fv.enroll(gallery, name, paths, skip_bad=True)
-                summary, labels, ends = run_tracked(fv, gallery, video, VideoSettings(torch_threads=None))
+                summary, labels, ends = run_tracked(fv, gallery, video, VideoSettings(torch_threads=None, match=args.match))
                 endings.update(ends)
                 row = dict(score(truth, labels), frames=summary["frames"], seconds=summary["seconds"], videos=1)
                 rows["tracked, identity re-checked (the product)"].append(row)
@@ -170,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{case} {seed}: {summary['fps']:.1f} fps, {summary['scene_changes']} scene changes, "
                       f"{summary['breaks']} breaks; {json.dumps({k: v for k, v in row.items() if k != 'delays'})}",
                       file=sys.stderr)
-                if seed < args.no_recheck_videos:
+                if k < args.no_recheck_videos:
                     rows["  the same videos, re-checked"].append(row)
-                    s2, l2, _ = run_tracked(fv, gallery, video, VideoSettings(torch_threads=None, recheck=False))
+                    s2, l2, _ = run_tracked(fv, gallery, video, VideoSettings(torch_threads=None, recheck=False, match=args.match))
                     rows["  the same videos, re-checking off"].append(
                         dict(score(truth, l2), frames=s2["frames"], seconds=s2["seconds"], videos=1))
-                if seed < args.baseline_videos:
+                if k < args.baseline_videos:
                     rows["  baseline's videos, tracked"].append(row)
                     b, bl = run_baseline(fv, gallery, video, summary["threshold"])  # the same threshold
                     rows["  baseline: detect + embed every frame"].append(dict(score(truth, bl), **b, videos=1))

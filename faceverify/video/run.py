@@ -46,7 +46,8 @@ class VideoIdentifier:
         self.gallery = gallery
         self.settings = settings or VideoSettings()
         # a track is judged on up to max_samples samples: as many looks at one person for the FPIR bound
-        self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples)
+        self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples,
+                                                   match=self.settings.match)
         self.recheck = operating_point(verifier.card, far=self.settings.recheck_far).threshold
         gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # build the index before frame one
 
@@ -263,7 +264,8 @@ class VideoRun:
             return set()
         point = self.identifier.point
         means = np.stack([self.identities[tid].mean() for tid in ready])
-        decisions = self.identifier.verifier.identify_embeddings(self.identifier.gallery, means, point)
+        decisions = self.identifier.verifier.identify_embeddings(self.identifier.gallery, means, point,
+                                                                 self.identifier.settings.match)
         return {tid for tid, (name, score, _) in zip(ready, decisions) if self.identities[tid].decide(name, score, point)}
 
     def summary(self) -> VideoSummary:

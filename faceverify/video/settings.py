@@ -28,6 +28,8 @@ class VideoSettings:
     grey image correlates with the previous one below ``cut_correlation``, or whose brightness jumps by a factor
     of ``cut_brightness``, is a scene change; so is a gap of more than ``max_gap`` seconds between frames: every
     track ends. A track unseen by ``max_misses`` successive detections ends.
+    ``match``: what a track's mean is named against: every stored embedding (``best``) or one template per
+    identity (``template``); the open-set bound counts what is compared.
     ``torch_threads``: intra-op threads while running (1 is fastest for these small batches on a busy CPU).
     """
 
@@ -45,6 +47,7 @@ class VideoSettings:
     good_quality: float = 0.15
     confirm: int = 2
     margin: float = 0.005
+    match: str = "template"
     recheck: bool = True
     recheck_far: float = 1e-3
     continuity: float = 0.8
