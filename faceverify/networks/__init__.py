@@ -1,7 +1,8 @@
 """Embedding architectures, registered by the name that model cards use in their 'architecture' field: importing
-the package registers the shipped ones (``dlib_resnet``, ``mobilefacenet``); ``build`` makes one by name."""
+the package registers the shipped ones (``dlib_resnet``, ``mobilefacenet``, ``edgeface_xs``, ``edgeface_xxs``);
+``build`` makes one by name."""
 
-from . import dlib_resnet, mobilefacenet  # noqa: F401  (they register themselves)
+from . import dlib_resnet, edgeface, mobilefacenet  # noqa: F401  (they register themselves)
 from .registry import build, register
 
 __all__ = ["build", "register"]
