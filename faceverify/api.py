@@ -15,7 +15,7 @@ from .images import list_images
 from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
-from .pipeline import FacePipeline
+from .pipeline import FaceEmbedding, FacePipeline
 
 if TYPE_CHECKING:
     import torch
@@ -109,8 +109,7 @@ class FaceVerifier:
     ) -> OperatingPoint:
         """Open-set operating point for searches of ``gallery`` (see decision.identification_point): the union
         bound counts templates (one per identity, bounded for its largest template) with ``match="template"``,
-        every stored embedding with ``match="best"`` (the default here, as the video loop decides; ``identify``
-        passes its own)."""
+        every stored embedding with ``match="best"`` (the default here; ``identify`` and video pass their own)."""
         if check_match(match) == "template":
             sizes = gallery.template_sizes()
             return identification_point(self.card, len(sizes), far, threshold, fpir, looks, max(sizes, default=1))
@@ -131,9 +130,21 @@ class FaceVerifier:
         face: FaceChoice = "largest",
     ) -> VerifyResult:
         """Same person or not; with ``face='all'`` the most similar pair of faces decides."""
-        point = self.operating_point(far, threshold)
+        self.operating_point(far, threshold)  # a bad operating point fails before any work
         faces_a = self.pipeline.embed_file(image_a, face)
         faces_b = self.pipeline.embed_file(image_b, face)
+        return self.verify_faces(faces_a, faces_b, far, threshold)
+
+    def verify_faces(
+        self,
+        faces_a: Sequence[FaceEmbedding],
+        faces_b: Sequence[FaceEmbedding],
+        far: float | None = None,
+        threshold: float | None = None,
+    ) -> VerifyResult:
+        """:meth:`verify` for faces already embedded (the pipeline's output for each image, at least one face
+        each): the most similar pair decides."""
+        point = self.operating_point(far, threshold)
         pairs = ((fa, fb) for fa in faces_a for fb in faces_b)
         fa, fb = max(pairs, key=lambda p: cosine(p[0].embedding, p[1].embedding))  # first of equals, as before
         verdict = decide(fa.embedding, fb.embedding, point)

@@ -65,8 +65,9 @@ class VideoRun:
         self.identifier = identifier
         self.source = source
         s = identifier.settings
-        self.scale = min(1.0, s.detect_width / source.width)
         self.pipeline = identifier.verifier.pipeline
+        width = s.yunet_width if self.pipeline.video_detector == "yunet" else s.detect_width
+        self.scale = min(1.0, width / source.width)
         self.detector = self.pipeline.frame_detector(max(12, round(s.min_face * self.scale)), s.factor)
         self.tracker = Tracker(iou_threshold=s.iou_threshold, continuity=s.continuity)
         self.schedule = DetectionSchedule(s.min_interval, s.max_interval)
@@ -262,11 +263,18 @@ class VideoRun:
         ready = [t.id for t in tracks if self.identities[t.id].samples and not self.identities[t.id].checking]
         if not ready:
             return set()
-        point = self.identifier.point
+        point, settings = self.identifier.point, self.identifier.settings
+        verifier, gallery = self.identifier.verifier, self.identifier.gallery
         means = np.stack([self.identities[tid].mean() for tid in ready])
-        decisions = self.identifier.verifier.identify_embeddings(self.identifier.gallery, means, point,
-                                                                 self.identifier.settings.match)
-        return {tid for tid, (name, score, _) in zip(ready, decisions) if self.identities[tid].decide(name, score, point)}
+        decisions = verifier.identify_embeddings(gallery, means, point, settings.match)
+        if settings.agree:
+            other = "best" if settings.match == "template" else "template"
+            firsts = [nearest for _, _, nearest in verifier.identify_embeddings(gallery, means, point, other)]
+        else:
+            firsts = [nearest for _, _, nearest in decisions]
+        # a name the two rankings do not agree on is not yet clear: no decision (an unknown needs no agreement)
+        return {tid for tid, (name, score, nearest), first in zip(ready, decisions, firsts)
+                if (name is None or nearest == first) and self.identities[tid].decide(name, score, point)}
 
     def summary(self) -> VideoSummary:
         point = self.identifier.point

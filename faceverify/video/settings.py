@@ -9,8 +9,9 @@ from dataclasses import dataclass
 class VideoSettings:
     """How hard to look and how sure to be.
 
-    Detection: MTCNN on a copy at most ``detect_width`` pixels wide, for faces of ``min_face`` pixels (in the
-    frame; at least 12 at the detection scale) and up, with pyramid ``factor``; every ``min_interval`` frames
+    Detection: MTCNN on a copy at most ``detect_width`` pixels wide (YuNet: ``yunet_width``), for faces of
+    ``min_face`` pixels (in the frame; at least 12 at the detection scale) and up, with pyramid ``factor``
+    (MTCNN); every ``min_interval`` frames
     while tracks start, end, await a name or are being re-checked, doubling up to ``max_interval`` while all is
     stable.
     Identity: up to ``max_samples`` embeddings per track (its best-quality faces; at most ``max_embeddings``
@@ -28,12 +29,16 @@ class VideoSettings:
     grey image correlates with the previous one below ``cut_correlation``, or whose brightness jumps by a factor
     of ``cut_brightness``, is a scene change; so is a gap of more than ``max_gap`` seconds between frames: every
     track ends. A track unseen by ``max_misses`` successive detections ends.
-    ``match``: what a track's mean is named against: every stored embedding (``best``) or one template per
-    identity (``template``); the open-set bound counts what is compared.
+    ``match``: what a track's mean is named against: every stored embedding (``best``, the default: on
+    held-out generated videos templates named a stranger who resembled an enrolled person, see BENCHMARKS.md)
+    or one template per identity (``template``); the open-set bound counts what is compared. ``agree``: a track
+    is named only when both rankings (best stored embeddings and templates) put the same identity first: a
+    degraded face can sit nearer another person's template than its own, and is then not named.
     ``torch_threads``: intra-op threads while running (1 is fastest for these small batches on a busy CPU).
     """
 
     detect_width: int = 320
+    yunet_width: int = 640
     min_face: int = 40
     factor: float = 0.6
     min_interval: int = 5
@@ -47,7 +52,8 @@ class VideoSettings:
     good_quality: float = 0.15
     confirm: int = 2
     margin: float = 0.005
-    match: str = "template"
+    match: str = "best"
+    agree: bool = True
     recheck: bool = True
     recheck_far: float = 1e-3
     continuity: float = 0.8
