@@ -19,7 +19,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip "setuptools>=77"
-	$(VENV)/bin/python -m pip install -q -e '.[dev,peer]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,peer,serve]'
 	$(VENV)/bin/python -m pip install -q --no-deps "face_recognition==1.3.0"
 	touch $(STAMP)
 

@@ -25,9 +25,26 @@ class NoFaceError(BadInputError):
         super().__init__(path, "no face found")
 
 
+class ImageTooLargeError(BadInputError):
+    """An image over the pixel limit (or too large to decode in memory): refused before or while decoding."""
+
+
 class ModelError(FaceverifyError):
     """A model card or weights file that is missing, malformed or inconsistent."""
 
 
 class GalleryError(FaceverifyError):
     """A gallery that cannot be opened or an operation it refuses."""
+
+
+class UnknownIdentityError(GalleryError):
+    """No identity of that name in the gallery."""
+
+
+class InvalidNameError(GalleryError):
+    """An identity name the gallery refuses (empty, too long, control or invisible characters, separators...)."""
+
+
+class ConflictError(GalleryError):
+    """An operation that conflicts with what the gallery holds: a name taken (or a lookalike of one), a gallery
+    enrolled with another model or embedding size, nothing enrolled yet to search."""

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ._util import sha256_bytes
-from .errors import BadInputError
+from .errors import BadInputError, ImageTooLargeError
 
 MAX_PIXELS = 50_000_000
 """Largest image (width x height) we decode; larger ones are refused before decoding (decompression bombs)."""
@@ -34,6 +34,14 @@ def load_image_hashed(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[n
     return _decode(path, data, max_pixels), sha256_bytes(data)
 
 
+def load_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """:func:`load_image_hashed` for bytes already in memory (an upload): RGB array and sha256; errors name
+    ``name``."""
+    if not data:
+        raise BadInputError(name, "empty file (0 bytes)")
+    return _decode(name, data, max_pixels), sha256_bytes(data)
+
+
 def _read_bytes(path: str | Path) -> bytes:
     """The bytes of a regular, non-empty file; BadInputError naming it otherwise (never opens pipes or devices)."""
     path = Path(path)
@@ -54,7 +62,7 @@ def _read_bytes(path: str | Path) -> bytes:
     except PermissionError:
         raise BadInputError(path, "permission denied") from None
     except MemoryError:
-        raise BadInputError(path, "image too large to decode in the memory available") from None
+        raise ImageTooLargeError(path, "image too large to decode in the memory available") from None
     except OSError as exc:
         raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
 
@@ -68,7 +76,7 @@ def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    raise BadInputError(
+                    raise ImageTooLargeError(
                         path, f"image too large ({width}x{height} pixels; the limit is {max_pixels:,} pixels)"
                     )
                 img.load()
@@ -76,11 +84,11 @@ def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray:
     except BadInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInputError(path, "image too large (decompression bomb protection)") from None
+        raise ImageTooLargeError(path, "image too large (decompression bomb protection)") from None
     except UnidentifiedImageError:
         raise BadInputError(path, "not an image file (unrecognised format)") from None
     except MemoryError:
-        raise BadInputError(path, "image too large to decode in the memory available") from None
+        raise ImageTooLargeError(path, "image too large to decode in the memory available") from None
     except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on untrusted bytes, the file is bad
         raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
 

@@ -72,3 +72,12 @@ def gallery_env(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "gallery.sqlite"
     monkeypatch.setenv("FACEVERIFY_GALLERY", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def service_scene(tmp_path_factory, lfw_root, verifier) -> dict:
+    """The video tests' 4 s scene (two enrolled DevTest people, one never enrolled, four distractors), made once
+    for the service tests: ``video``, ``truth`` (with the gallery to enroll)."""
+    from tests.servers import make_scene
+
+    return make_scene(tmp_path_factory.mktemp("service-video"), lfw_root, verifier.pipeline.detector)

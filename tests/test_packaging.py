@@ -30,6 +30,7 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     assert "faceverify/models/detectors/yunet.onnx" in names and "faceverify/models/detectors/yunet.json" in names
     configs = sorted(p.name for p in (REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs and all(f"faceverify/configs/{c}" in names for c in configs)
+    assert "faceverify/service/page.html" in names  # the web page of `faceverify serve`
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

@@ -25,7 +25,7 @@ LAYERS = [
     ("pipeline", "decision", "gallery"),
     ("api", "eval", "metrics"),
     ("video", "train"),
-    ("cli", "__init__"),
+    ("cli", "service", "__init__"),
 ]
 
 

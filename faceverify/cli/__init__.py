@@ -18,7 +18,7 @@ import typer
 
 from ..errors import FaceverifyError
 from .options import EXIT_DIFFERENT, EXIT_ERROR, EXIT_PARTIAL, app, err
-from . import core, demo, evaluate, train  # noqa: F401  (register the commands, in --help order)
+from . import core, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_PARTIAL", "app", "main", "run"]
 

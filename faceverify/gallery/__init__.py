@@ -66,7 +66,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from ..decision import identity_templates
-from ..errors import GalleryError
+from ..errors import ConflictError, GalleryError
 from .index import SearchIndex
 from .names import name_skeleton, validate_name
 from .ranking import rank
@@ -202,7 +202,7 @@ class Gallery:
         with store.write() as db:
             identity_id = store.identity_id(old)
             if db.execute("SELECT 1 FROM identities WHERE name = ? AND id != ?", (new, identity_id)).fetchone():
-                raise GalleryError(f"identity '{new}' already exists")
+                raise ConflictError(f"identity '{new}' already exists")
             skeleton = store.check_lookalike(new, identity_id)
             db.execute(
                 "UPDATE identities SET name = ?, skeleton = ?, updated_at = ? WHERE id = ?",
@@ -259,7 +259,7 @@ class Gallery:
         """Raise GalleryError ("<path>: the gallery is empty (enroll someone first)") unless an embedding is
         enrolled, i.e. unless a search has something to compare with."""
         if not self._store.has_embeddings():
-            raise GalleryError(f"{self.path}: the gallery is empty (enroll someone first)")
+            raise ConflictError(f"{self.path}: the gallery is empty (enroll someone first)")
 
     # -- search ------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from ..errors import GalleryError
+from ..errors import InvalidNameError
 
 MAX_NAME_LENGTH = 128
 
@@ -34,24 +34,24 @@ def name_skeleton(name: str) -> str:
 def validate_name(name: str) -> str:
     """Normalise (NFC, whitespace runs -> one space, trimmed) and check an identity name; raises GalleryError."""
     if not isinstance(name, str):
-        raise GalleryError("identity name must be text")
+        raise InvalidNameError("identity name must be text")
     clean = collapse_name(name)
     if not clean:
-        raise GalleryError("identity name is empty")
+        raise InvalidNameError("identity name is empty")
     if len(clean) > MAX_NAME_LENGTH:
-        raise GalleryError(f"identity name is longer than {MAX_NAME_LENGTH} characters ({len(clean)})")
+        raise InvalidNameError(f"identity name is longer than {MAX_NAME_LENGTH} characters ({len(clean)})")
     for ch in clean:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
-            raise GalleryError(f"identity name {clean!r} contains a control or invisible character (U+{ord(ch):04X})")
+            raise InvalidNameError(f"identity name {clean!r} contains a control or invisible character (U+{ord(ch):04X})")
     compat = unicodedata.normalize("NFKC", clean)
     if "/" in compat or "\\" in compat:
-        raise GalleryError(f"identity name {clean!r} contains a path separator")
+        raise InvalidNameError(f"identity name {clean!r} contains a path separator")
     if compat.strip(".") == "":
-        raise GalleryError(f"identity name {clean!r} is only dots")
+        raise InvalidNameError(f"identity name {clean!r} is only dots")
     for word in clean.split(" "):
         scripts = {s for ch in word if ch.isalpha() for s in _SCRIPTS if unicodedata.name(ch, "").startswith(s + " ")}
         if len(scripts) > 1:
-            raise GalleryError(
+            raise InvalidNameError(
                 f"identity name {clean!r} mixes {' and '.join(sorted(s.title() for s in scripts))} letters in "
                 f"{word!r} (a lookalike spelling)"
             )

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from .._util import chunked, placeholders
-from ..errors import GalleryError
+from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .names import collapse_name, name_skeleton
 
 SCHEMA_VERSION = 2
@@ -145,13 +145,13 @@ class Store:
     def _check_model(self) -> None:
         stored = self.meta("model_id")
         if stored is not None and self.model_id is not None and stored != self.model_id:
-            raise GalleryError(
+            raise ConflictError(
                 f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}; "
                 "embeddings of different models are never mixed (use another --gallery or --model)"
             )
         size = self.meta("embedding_size")
         if stored is not None and self.embedding_size is not None and size != str(self.embedding_size):
-            raise GalleryError(f"{self.path}: gallery holds {size}-d embeddings, not {self.embedding_size}-d")
+            raise ConflictError(f"{self.path}: gallery holds {size}-d embeddings, not {self.embedding_size}-d")
 
     def close(self) -> None:
         self.db.close()
@@ -204,11 +204,11 @@ class Store:
             self.set_meta("model_id", str(self.model_id))
             self.set_meta("embedding_size", str(dim))
         elif stored != self.model_id:
-            raise GalleryError(f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}")
+            raise ConflictError(f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}")
         dim = self.dim()
         wrong = next((s for s in sizes if s != dim), None)
         if wrong is not None:
-            raise GalleryError(f"{self.path}: an embedding has size {wrong}, the gallery holds size {dim}")
+            raise ConflictError(f"{self.path}: an embedding has size {wrong}, the gallery holds size {dim}")
 
     # -- reads ---------------------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class Store:
             "SELECT name FROM identities WHERE skeleton = ? LIMIT 1", (name_skeleton(key),)
         ).fetchone()
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise GalleryError(f"no identity named '{name}' in {self.path}{suggestion}")
+        raise UnknownIdentityError(f"no identity named '{name}' in {self.path}{suggestion}")
 
     def identity_for_enrolment(self, name: str, now: float) -> int:
         """The id of identity ``name`` (a valid name), touched or created (inside a write)."""
@@ -278,7 +278,7 @@ class Store:
             "SELECT name FROM identities WHERE skeleton = ? AND id IS NOT ? LIMIT 1", (skeleton, identity_id)
         ).fetchone()
         if row is not None:
-            raise GalleryError(
+            raise ConflictError(
                 f"identity name {name!r} looks like the existing identity {row[0]!r} (same letters after "
                 f"Unicode compatibility and case folding and lookalike mapping); use {row[0]!r} or a clearly "
                 "different name"

@@ -1,0 +1,76 @@
+"""What a `faceverify serve` process is configured with, and the checks made before it listens."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import FaceverifyError
+from ..images import MAX_PIXELS
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class ServiceConfig:
+    """Settings of one service process.
+
+    ``api_keys`` may read and write; ``read_keys`` may only read (GET). With neither, nobody needs a key (only
+    allowed on a loopback address). ``max_body`` caps a request body in bytes, ``max_image_bytes`` one uploaded
+    file, ``max_pixels`` one decoded image, ``max_files`` the files of one enrolment. ``queue_size`` requests may
+    wait for the model (503 beyond), batched ``batch_images`` images at a time. ``keep_unknown``: face crops of
+    the last N tracks a stream could not name, kept for the page to name or dismiss. ``webhooks``: URLs that get
+    each decided track and each track end as JSON.
+    """
+
+    gallery: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = field(default_factory=list)
+    read_keys: list[str] = field(default_factory=list)
+    max_body: int = 32 * MiB
+    max_image_bytes: int = 16 * MiB
+    max_pixels: int = MAX_PIXELS
+    max_files: int = 64
+    queue_size: int = 64
+    batch_images: int = 16
+    max_streams: int = 4
+    keep_unknown: int = 0
+    webhooks: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gallery = Path(self.gallery)
+        self.api_keys = [k for k in self.api_keys if k]
+        self.read_keys = [k for k in self.read_keys if k]
+        for key in self.api_keys + self.read_keys:
+            if len(key) < 8 or not key.isascii() or not key.isprintable() or " " in key:
+                raise FaceverifyError("an API key must be at least 8 printable ASCII characters without spaces")
+        for name in ("max_body", "max_image_bytes", "max_pixels", "max_files", "queue_size", "batch_images"):
+            if getattr(self, name) < 1:
+                raise FaceverifyError(f"{name} must be at least 1")
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise FaceverifyError(f"webhook {url!r}: only http:// and https:// URLs are posted to")
+
+    @property
+    def secured(self) -> bool:
+        return bool(self.api_keys or self.read_keys)
+
+    def check_listen(self) -> None:
+        """Refuse to listen beyond this machine without a key."""
+        if not self.secured and not is_loopback(self.host):
+            raise FaceverifyError(
+                f"refusing to listen on {self.host} without an API key: anyone on the network could read and change "
+                "the gallery (give --api-key or set FACEVERIFY_API_KEY, or listen on 127.0.0.1)"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,186 @@
+"""API v1 for stills and the gallery: health, verify, identify, identities. Each route is a thin layer over
+:class:`faceverify.api.FaceVerifier` and :class:`faceverify.gallery.Gallery`, answering the CLI's ``--json``
+objects."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import List, Optional
+
+import numpy as np
+from fastapi import APIRouter, File, Query, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from ..api import FaceIdentity, IdentifyResult
+from ..decision import DEFAULT_MATCH
+from ..errors import BadInputError, NoFaceError
+from ..gallery import Enrolment, validate_name
+from .engine import ServiceState
+from .errors import ApiError, status_of
+from .uploads import Upload, decode, read_images, read_upload
+
+
+class Face(str, Enum):
+    """Which faces count in an image holding several (the CLI's ``--face``)."""
+
+    largest = "largest"
+    center = "center"
+    all = "all"
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+FarQ = Query(None, gt=0, le=1, description="False-accept rate whose calibrated threshold decides.")
+ThresholdQ = Query(None, ge=-1, le=1, description="Cosine similarity threshold; overrides far.")
+FaceQ = Query(Face.largest, description="Which faces count in an image holding several.")
+
+
+def build_router(state: ServiceState) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    fv, engine, config = state.verifier, state.engine, state.config
+
+    @router.get("/health")
+    async def health() -> dict:
+        """Open without a key (for monitors): the model, the gallery file and how many identities it holds."""
+        n = await engine.gallery(len)
+        return dict(status="ok", model=fv.card.name, gallery=str(config.gallery), identities=n)
+
+    async def faces_of(uploads: list[Upload], face: Face) -> list[list]:
+        found = await engine.embed([u.image for u in uploads], face.value)
+        for u, faces in zip(uploads, found):
+            if not faces:
+                raise NoFaceError(u.label)
+        return found
+
+    @router.post("/verify")
+    async def verify(a: UploadFile = File(...), b: UploadFile = File(...), far: Optional[float] = FarQ,
+                     threshold: Optional[float] = ThresholdQ, face: Face = FaceQ) -> dict:
+        """Same person or not: the ``verify --json`` object."""
+        fv.operating_point(far, threshold)  # a bad operating point fails before any work
+        uploads = await read_images([a], "a", config) + await read_images([b], "b", config)
+        faces_a, faces_b = await faces_of(uploads, face)
+        return fv.verify_faces(faces_a, faces_b, far, threshold).to_dict()
+
+    @router.post("/identify")
+    async def identify(image: UploadFile = File(...), fpir: Optional[float] = Query(None, gt=0, le=1),
+                       far: Optional[float] = FarQ, threshold: Optional[float] = ThresholdQ,
+                       face: Face = FaceQ) -> dict:
+        """Each face's identity (``name`` null when unknown): one line of ``identify --json``."""
+        uploads = await read_images([image], "image", config)
+        (faces,) = await faces_of(uploads, face)
+
+        def decide(g):
+            g.require_entries()
+            point = fv.identification_point(g, far, threshold, fpir, match=DEFAULT_MATCH)
+            return fv.identify_embeddings(g, np.stack([f.embedding for f in faces]), point, DEFAULT_MATCH)
+
+        decisions = await engine.gallery(decide)
+        found = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(faces, decisions)]
+        return IdentifyResult(uploads[0].label, found).to_dict()
+
+    @router.get("/identities")
+    async def identities() -> list:
+        """``gallery list --json``."""
+        people = await engine.gallery(lambda g: g.identities())
+        return [dict(name=p.name, embeddings=p.embeddings) for p in people]
+
+    @router.post("/identities/{name:path}/faces")
+    async def enroll(name: str, images: List[UploadFile] = File(...), skip_bad: bool = False,
+                     face: Face = FaceQ) -> dict:
+        """Add faces to ``name`` (created if new): the ``enroll --json`` object. All or nothing unless
+        ``skip_bad``."""
+        files: list[tuple[str, bytes] | BadInputError] = []
+        if len(images) > config.max_files:
+            raise ApiError(413, f"too many files ({len(images)}; the limit is {config.max_files} per request)")
+        for i, f in enumerate(images):
+            try:
+                files.append(await read_upload(f, f"images{i + 1}", config))
+            except BadInputError as exc:
+                files.append(exc)
+        return await enroll_files(state, name, files, skip_bad, face.value)
+
+    @router.get("/identities/{name:path}/thumbnail")
+    async def thumbnail(name: str) -> Response:
+        """A JPEG crop of one of the identity's enrolled faces."""
+        rows = await engine.gallery(lambda g: g.embeddings_of(name))
+        data = await run_in_threadpool(state.thumbs.find, rows)
+        if data is None:
+            raise ApiError(404, f"no face image kept for identity '{name}'")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+
+    @router.get("/identities/{name:path}")
+    async def show(name: str) -> dict:
+        """``gallery show NAME --json``."""
+        rows = await engine.gallery(lambda g: g.embeddings_of(name))
+        return dict(name=name, embeddings=rows)
+
+    @router.delete("/identities/{name:path}")
+    async def remove(name: str) -> dict:
+        """Remove the identity and its embeddings: ``{"name", "removed": embeddings}``."""
+
+        def work(g):
+            rows = g.embeddings_of(name)
+            return rows, g.remove(name)
+
+        rows, n = await engine.gallery(work)
+        await run_in_threadpool(state.thumbs.remove, rows)
+        return dict(name=name, removed=n)
+
+    @router.patch("/identities/{name:path}")
+    async def rename(name: str, body: Rename) -> dict:
+        """Rename: the renamed identity's ``gallery show --json``."""
+        new = validate_name(body.name)
+
+        def work(g):
+            g.rename(name, new)
+            return g.embeddings_of(new)
+
+        rows = await engine.gallery(work)
+        return dict(name=new, embeddings=rows)
+
+    return router
+
+
+async def enroll_files(
+    state: ServiceState, name: str, files: list[tuple[str, bytes] | BadInputError], skip_bad: bool = False,
+    face: str = "largest",
+) -> dict:
+    """Enroll ``name`` from ``(label, bytes)`` files (a BadInputError stands for a file that could not be read):
+    the ``enroll --json`` object. Any bad file stops it with the gallery unchanged unless ``skip_bad``."""
+    name = validate_name(name)
+    config, engine = state.config, state.engine
+    if not files:
+        raise ApiError(422, "malformed request: no files in the multipart field 'images'")
+    uploads: list[Upload] = []
+    failures: list[BadInputError] = []
+    for f in files:
+        if isinstance(f, BadInputError):
+            failures.append(f)
+            continue
+        try:
+            uploads.append(await decode(f[0], f[1], config))
+        except BadInputError as exc:
+            failures.append(exc)
+    items: list[tuple[Upload, Enrolment]] = []
+    if uploads and (skip_bad or not failures):  # a file already refused stops it before any model work
+        for u, faces in zip(uploads, await engine.embed([u.image for u in uploads], face)):  # type: ignore[arg-type]
+            if not faces:
+                failures.append(NoFaceError(u.label))
+            items.extend((u, Enrolment(f.embedding, f"upload:{u.label}", u.sha256, f.box)) for f in faces)
+    failed = [str(f) for f in failures]
+    if failures and (not skip_bad or not items):
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        suffix = "; nothing was enrolled" + ("" if skip_bad else " (fix or drop it, or pass skip_bad=true)")
+        raise ApiError(status_of(failures[0]), f"{failures[0]}{more}{suffix}", failed=failed)
+    added = await engine.gallery(lambda g: g.enroll(name, [e for _, e in items]))
+    for u, e in items:
+        try:
+            await run_in_threadpool(state.thumbs.save, u.image, u.sha256, e.box)
+        except (OSError, ValueError):  # a thumbnail is a convenience; the enrolment stands
+            pass
+    return {"added": {name: added}, "failed": failed, "gallery": str(config.gallery)}

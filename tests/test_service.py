@@ -1,0 +1,359 @@
+"""`faceverify serve` over real HTTP: a real uvicorn server with the session's loaded model, real LFW images, a
+real gallery. Every endpoint, every error status, auth, batching and the full queue, streams with their events,
+video, webhooks and unknown faces; and 100+ hostile requests that must each get the right 4xx, store nothing
+and leave the server up."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceverify.gallery import Gallery
+from faceverify.service import ServiceConfig, create_app
+from faceverify.service.config import MiB
+from faceverify.service.engine import Engine
+from faceverify.service.errors import ApiError
+from tests.servers import KEY, READ_KEY, Receiver, ThreadServer, files, sse_events
+from tests.test_hostile_inputs import bomb, encode
+
+EVENT_KEYS = {"frame", "time", "track", "name", "score", "box", "status"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, verifier, lfw_root):
+    work = tmp_path_factory.mktemp("service")
+    config = ServiceConfig(gallery=work / "gallery.sqlite", api_keys=[KEY], read_keys=[READ_KEY], max_body=4 * MiB,
+                           max_image_bytes=2 * MiB, max_pixels=20_000_000, max_files=8)
+    with ThreadServer(create_app(config, verifier)) as server:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+            yield SimpleNamespace(url=server.url, client=client, config=config, work=work)
+
+
+def _error(resp: httpx.Response, status: int | tuple[int, ...]) -> str:
+    """The one-line error of a refused request, checked for its status and shape."""
+    wanted = status if isinstance(status, tuple) else (status,)
+    assert resp.status_code in wanted, (resp.status_code, resp.text[:300])
+    body = resp.json()
+    assert set(body) <= {"error", "failed"} and isinstance(body["error"], str), body
+    assert "\n" not in body["error"] and "Traceback" not in body["error"], body
+    return body["error"]
+
+
+def test_health_is_open_and_everything_else_needs_the_key(service, lfw_image):
+    health = httpx.get(service.url + "/v1/health").json()
+    assert health == dict(status="ok", model="dlib-resnet-v1", gallery=str(service.config.gallery),
+                          identities=health["identities"])
+    url = service.url
+    assert "API key" in _error(httpx.get(url + "/v1/identities"), 401)
+    assert _error(httpx.get(url + "/v1/identities", headers={"Authorization": "Bearer wrong-key-xxxxxxx"}), 401)
+    assert _error(httpx.get(url + "/v1/identities", headers={"Authorization": f"Basic {KEY}"}), 401)
+    assert httpx.get(url + "/v1/identities", headers={"Authorization": f"Bearer {KEY[:-1]}"}).status_code == 401
+    reader = {"Authorization": f"Bearer {READ_KEY}"}
+    assert httpx.get(url + "/v1/identities", headers=reader).status_code == 200
+    image = files("images", [lfw_image("Colin_Powell", 1)])
+    assert "only read" in _error(httpx.post(url + "/v1/identities/Someone/faces", headers=reader, files=image), 403)
+    assert _error(httpx.post(url + "/v1/identify", files=files("image", [lfw_image("Colin_Powell", 1)])), 401)
+    # the page's cookie authenticates reads (<img>, EventSource), never writes
+    assert httpx.get(url + "/v1/identities", cookies={"faceverify_key": KEY}).status_code == 200
+    assert _error(httpx.delete(url + "/v1/identities/Someone", cookies={"faceverify_key": KEY}), 401)
+    page = httpx.get(url + "/")
+    assert page.status_code == 200 and "<title>faceverify</title>" in page.text and "http" not in page.text.split(
+        "<script>")[0].replace("http-equiv", "")  # no external asset
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert httpx.get(url + "/openapi.json").json()["info"]["title"] == "faceverify"
+
+
+def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
+    c = service.client
+    r = c.post("/v1/identities/Colin Powell/faces", files=files("images", [lfw_image("Colin_Powell", i) for i in (1, 2)]))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"added": {"Colin Powell": 2}, "failed": [], "gallery": str(service.config.gallery)}
+    again = c.post("/v1/identities/Colin Powell/faces", files=files("images", [lfw_image("Colin_Powell", 1)]))
+    assert again.json()["added"] == {"Colin Powell": 0}  # the same face of the same file is stored once
+    assert {"name": "Colin Powell", "embeddings": 2} in c.get("/v1/identities").json()
+    shown = c.get("/v1/identities/Colin Powell").json()
+    assert shown["name"] == "Colin Powell" and [e["source"] for e in shown["embeddings"]] == [
+        "upload:Colin_Powell_0001.jpg", "upload:Colin_Powell_0002.jpg"]
+    assert set(shown["embeddings"][0]) == {"source", "source_sha256", "box", "model_id", "created_at"}
+    thumb = c.get("/v1/identities/Colin Powell/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR).shape[2] == 3
+
+    found = c.post("/v1/identify", files=files("image", [lfw_image("Colin_Powell", 3)])).json()
+    assert found["image"] == "Colin_Powell_0003.jpg" and len(found["faces"]) == 1
+    face = found["faces"][0]
+    assert set(face) == {"name", "score", "box", "nearest"} and face["name"] == "Colin Powell"
+    stranger = c.post("/v1/identify", files=files("image", [lfw_image("Tony_Blair", 1)])).json()["faces"][0]
+    assert stranger["name"] is None and stranger["nearest"] == "Colin Powell"
+    assert c.post("/v1/identify?threshold=-1", files=files("image", [lfw_image("Tony_Blair", 1)])).json()[
+        "faces"][0]["name"] == "Colin Powell"  # an explicit threshold wins
+
+    pair = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Colin_Powell", 4)])
+    same = c.post("/v1/verify", files=pair).json()
+    assert set(same) == {"same", "similarity", "threshold", "far", "model", "box_a", "box_b"}
+    assert same["same"] is True and same["far"] == 1e-3 and same["model"] == "dlib-resnet-v1"
+    other = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Tony_Blair", 1)])
+    assert c.post("/v1/verify?far=0.0001", files=other).json()["same"] is False
+
+    assert c.patch("/v1/identities/Colin Powell", json={"name": "General Powell"}).json()["name"] == "General Powell"
+    _error(c.get("/v1/identities/Colin Powell"), 404)
+    c.post("/v1/identities/Tony Blair/faces", files=files("images", [lfw_image("Tony_Blair", 1)]))
+    assert "already exists" in _error(c.patch("/v1/identities/Tony Blair", json={"name": "General Powell"}), 409)
+    assert "looks like" in _error(c.patch("/v1/identities/Tony Blair", json={"name": "GENERAL POWELL"}), 409)
+    assert c.delete("/v1/identities/Tony Blair").json() == {"name": "Tony Blair", "removed": 1}
+    _error(c.delete("/v1/identities/Tony Blair"), 404)
+    _error(c.get("/v1/identities/Tony Blair/thumbnail"), 404)
+    assert c.get("/v1/health").json()["identities"] == 1
+    assert c.patch("/v1/identities/General Powell", json={"name": "Colin Powell"}).status_code == 200
+
+
+def test_the_cli_and_the_service_share_one_gallery(service, verifier, lfw_image, monkeypatch, capsys):
+    from faceverify import cli
+    from faceverify.cli import core as cli_core
+
+    monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
+    where = ["--gallery", str(service.config.gallery)]
+    assert cli.run(["enroll", "Tony Blair", str(lfw_image("Tony_Blair", 1)), str(lfw_image("Tony_Blair", 2)), *where]) == 0
+    c = service.client
+    assert {"name": "Tony Blair", "embeddings": 2} in c.get("/v1/identities").json()  # written by another connection
+    found = c.post("/v1/identify", files=files("image", [lfw_image("Tony_Blair", 3)])).json()
+    assert found["faces"][0]["name"] == "Tony Blair"  # the service's index caught up with the CLI's write
+    assert c.get("/v1/identities/Tony Blair/thumbnail").status_code == 200  # cut from the CLI's source file
+    assert c.delete("/v1/identities/Tony Blair").json()["removed"] == 2
+    capsys.readouterr()
+    assert cli.run(["gallery", "list", "--json", *where]) == 0
+    assert "Tony Blair" not in {p["name"] for p in json.loads(capsys.readouterr().out)}
+
+
+def _multipart(body: bytes, boundary: str = "xyz") -> dict:
+    return dict(content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def _hostile(lfw_image) -> list[tuple[str, str, dict, tuple[int, ...]]]:
+    """(method, path, httpx arguments, statuses allowed): 100+ requests built to break the service."""
+    good = lfw_image("Colin_Powell", 5).read_bytes()
+    noise = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((200, 200, 3)) * 255).astype(np.uint8)).save(noise, "PNG")
+    bad_files = {
+        "garbage.jpg": (b"\x00\x01 not an image at all" * 10, 400), "empty.jpg": (b"", 400),
+        "truncated.jpg": (good[: len(good) // 3], 400), "text.png": (b"hello, world\n" * 50, 400),
+        "noface.png": (noise.getvalue(), 400), "huge.jpg": (b"\xff\xd8" + b"\0" * (2 * MiB + 10), 413),
+    }
+    bad_files.update({f"bomb.{fmt.lower()}": (bomb(fmt, 30_000, 30_000), 413)
+                      for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")})
+    out = []
+    for name, (data, status) in bad_files.items():
+        up = (name, data, "image/jpeg")
+        out.append(("POST", "/v1/identify", dict(files=[("image", up)]), (status,)))
+        out.append(("POST", "/v1/verify", dict(files=[("a", ("ok.jpg", good)), ("b", up)]), (status,)))
+        out.append(("POST", "/v1/identities/Hostile Person/faces", dict(files=[("images", ("ok.jpg", good)), ("images", up)]),
+                    (status,)))
+    big = b"\0" * (4 * MiB + 1)
+    for path in ("/v1/identify", "/v1/verify", "/v1/identities/Hostile Person/faces"):
+        out += [
+            ("POST", path, dict(files=[("image", ("big.jpg", big))]), (413,)),  # over the body cap
+            ("POST", path, dict(content=iter([b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n'
+                                              b'\r\n'] + [b"\0" * MiB] * 6),
+                                headers={"Content-Type": "multipart/form-data; boundary=x"}), (413,)),  # chunked
+            ("POST", path, dict(json={"image": "Colin_Powell_0001.jpg"}), (422,)),
+            ("POST", path, dict(data={"image": "abc", "a": "x", "b": "y", "images": "z"}), (422,)),
+            ("POST", path, dict(content=good, headers={"Content-Type": "image/jpeg"}), (422,)),
+            ("POST", path, dict(content=b"just text", headers={"Content-Type": "text/plain"}), (422,)),
+            ("POST", path, _multipart(b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n"
+                                      + good[:1000]), (422, 400)),  # never terminated
+            ("POST", path, _multipart(b"--other\r\n\r\nnothing here\r\n--other--\r\n"), (422,)),
+            ("POST", path, dict(content=b"--xyz\r\n", headers={"Content-Type": "multipart/form-data"}), (422, 400)),
+            ("POST", path, _multipart(b"\xff\xfe garbage \r\n\r\n--xyz--"), (422,)),
+            ("POST", path, dict(files=[("file", ("a.jpg", good))]), (422,)),  # the wrong field
+        ]
+    names = ["a%00b", "a%01b", "tab%09name", "line%0Abreak", "esc%1B[31m", "del%7F", "bidi%E2%80%AEevil",
+             "zero%E2%80%8Bwidth", "a%2Fb", "a%5Cb", "full%EF%BC%8Fwidth", "..", "%20%20", "a" * 10_000, "b" * 129,
+             "%D0%90lice",  # a Cyrillic A in a Latin word
+             "%EE%80%80private"]
+    lookalikes = ["COLIN POWELL", "colin%20%20powell", "%EF%BD%83olin Powell", "%F0%9D%90%82olin Powell"]
+    for name in names:
+        out.append(("POST", f"/v1/identities/{name}/faces", dict(files=[("images", ("ok.jpg", good))]), (422, 404)))
+        out.append(("PATCH", "/v1/identities/Colin Powell", dict(content=json.dumps({"name": _unquote(name)}),
+                                                              headers={"Content-Type": "application/json"}), (422,)))
+    for name in lookalikes:
+        out.append(("POST", f"/v1/identities/{name}/faces", dict(files=[("images", ("ok.jpg", good))]), (409,)))
+    ok = dict(files=[("image", ("ok.jpg", good))])
+    out += [("POST", f"/v1/identify?{q}", ok, (422,)) for q in ("far=2", "far=-1", "threshold=5", "fpir=0",
+                                                                 "face=everyone", "fpir=abc")]
+    out += [
+        ("GET", "/v1/identities/Nobody Here", {}, (404,)), ("DELETE", "/v1/identities/Nobody Here", {}, (404,)),
+        ("PATCH", "/v1/identities/Nobody Here", dict(json={"name": "X"}), (404,)),
+        ("PATCH", "/v1/identities/Colin Powell", dict(content=b"{not json", headers={"Content-Type": "application/json"}),
+         (422,)),
+        ("PATCH", "/v1/identities/Colin Powell", dict(json={"nom": "X"}), (422,)),
+        ("PATCH", "/v1/identities/Colin Powell", dict(json={"name": 12}), (422,)),
+        ("POST", "/v1/identities/Hostile Person/faces", dict(files=[("images", ("ok.jpg", good))] * 9), (413,)),
+        ("POST", "/v1/streams", dict(json={"source": "/no/such/video.mp4"}), (400,)),
+        ("POST", "/v1/streams", dict(json={"source": "/"}), (400,)),
+        ("POST", "/v1/streams", dict(json={}), (422,)), ("POST", "/v1/streams", dict(json={"source": "x", "y": 1}), (422,)),
+        ("POST", "/v1/streams", dict(json={"source": [1, 2]}), (422,)),
+        ("GET", "/v1/streams/999", {}, (404,)), ("DELETE", "/v1/streams/999", {}, (404,)),
+        ("GET", "/v1/streams/abc/events", {}, (422,)), ("GET", "/v1/streams/999/video", {}, (404,)),
+        ("GET", "/v1/unknown/999/image", {}, (404,)), ("POST", "/v1/unknown/999/enroll", dict(json={"name": "X"}), (404,)),
+        ("DELETE", "/v1/unknown/5", {}, (404,)), ("GET", "/v1/no/such/route", {}, (404,)),
+        ("PUT", "/v1/identities", {}, (405,)),
+    ]
+    return out
+
+
+def _unquote(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)
+
+
+def _snapshot(service) -> tuple:
+    with Gallery(service.config.gallery) as g:
+        rows = sorted((name, meta["source_sha256"], meta["box"]) for name, _, meta in g.iter_vectors())
+    faces = service.config.gallery.with_name(service.config.gallery.name + ".faces")
+    return rows, sorted(p.name for p in faces.glob("*")) if faces.exists() else []
+
+
+def test_hostile_requests_get_the_right_4xx_and_store_nothing(service, lfw_image):
+    c = service.client
+    if c.get("/v1/identities/Colin Powell").status_code == 404:
+        c.post("/v1/identities/Colin Powell/faces", files=files("images", [lfw_image("Colin_Powell", 1)]))
+    before = _snapshot(service)
+    requests = _hostile(lfw_image)
+    assert len(requests) >= 100
+    wrong = []
+    for method, path, kwargs, statuses in requests:
+        resp = c.request(method, path, **kwargs)
+        try:
+            _error(resp, statuses)
+        except (AssertionError, ValueError) as exc:
+            wrong.append(f"{method} {path[:60]} {list(kwargs)}: {exc}"[:300])
+    assert not wrong, "\n".join(wrong)
+    assert _snapshot(service) == before
+    assert c.get("/v1/health").json()["status"] == "ok"
+    assert c.post("/v1/identify", files=files("image", [lfw_image("Colin_Powell", 3)])).json()["faces"][0]["name"] \
+        == "Colin Powell"  # still answering right
+
+
+def test_bad_input_messages_name_the_file(service, lfw_image):
+    c = service.client
+    pair = [("a", ("mine.png", encode("PNG", 64, 64)))] + files("b", [lfw_image("Colin_Powell", 1)])
+    assert _error(c.post("/v1/verify", files=pair), 400) == "mine.png: no face found"
+    pair = files("a", [lfw_image("Colin_Powell", 1)]) + [("b", ("broken.jpg", b"\xff\xd8\xff\xe0 trunc"))]
+    assert _error(c.post("/v1/verify", files=pair), 400).startswith("broken.jpg: corrupt or truncated image")
+    msg = _error(c.post("/v1/identify", files=[("image", ("../../etc/passwd", b"root:x:0:0"))]), 400)
+    assert msg == "passwd: not an image file (unrecognised format)"
+    failed = c.post("/v1/identities/Someone New/faces",
+                    files=files("images", [lfw_image("Colin_Powell", 1)]) + [("images", ("x.gif", b"GIF89a"))])
+    assert "x.gif: " in _error(failed, 400) and "nothing was enrolled" in failed.json()["error"]
+    _error(c.get("/v1/identities/Someone New"), 404)
+    skipped = c.post("/v1/identities/Someone New/faces?skip_bad=true",
+                     files=files("images", [lfw_image("Colin_Powell", 1)]) + [("images", ("x.gif", b"GIF89a"))])
+    assert skipped.status_code == 200 and skipped.json()["added"] == {"Someone New": 1}
+    assert skipped.json()["failed"][0].startswith("x.gif: ")
+    c.delete("/v1/identities/Someone New")
+
+
+def test_requests_arriving_together_are_batched_and_a_full_queue_is_refused(verifier, lfw_image, tmp_path):
+    images = [np.asarray(Image.open(lfw_image("Colin_Powell", i)).convert("RGB")) for i in range(1, 9)]
+    engine = Engine(verifier, tmp_path / "g.sqlite", queue_size=2, batch_images=8)
+
+    async def together(e: Engine) -> list:
+        return await asyncio.wait_for(asyncio.gather(*(e.embed([img]) for img in images), return_exceptions=True), 60)
+
+    try:
+        first = asyncio.run(together(engine))
+        refused = [r for r in first if isinstance(r, ApiError)]
+        assert refused and all(r.status == 503 for r in refused)
+        answered = [r for r in first if not isinstance(r, BaseException)]
+        assert answered and all(len(faces) == 1 for faces in answered)
+        big = Engine(verifier, tmp_path / "g.sqlite", queue_size=16, batch_images=8)
+        try:
+            results = asyncio.run(together(big))
+            assert all(len(r) == 1 and len(r[0]) == 1 for r in results)
+            assert big.batched_images == 8 and big.batches < 8  # shared forward passes
+            alone = verifier.pipeline.process_images(images[:1])[0][0].embedding
+            np.testing.assert_allclose(results[0][0][0].embedding, alone, atol=1e-5)
+        finally:
+            big.close()
+    finally:
+        engine.close()
+
+
+# -- streams ---------------------------------------------------------------------------------------------
+
+
+def test_streams_events_video_webhooks_and_unknown_faces(service_scene, verifier, tmp_path):
+    scene = service_scene
+    hooks = Receiver()
+    config = ServiceConfig(gallery=tmp_path / "g.sqlite", keep_unknown=4, webhooks=[hooks.url])
+    try:
+        with ThreadServer(create_app(config, verifier)) as server, httpx.Client(base_url=server.url, timeout=120) as c:
+            for name, paths in scene["truth"]["gallery"].items():
+                assert c.post(f"/v1/identities/{name}/faces", files=files("images", paths)).status_code == 200
+            started = c.post("/v1/streams", json={"source": str(scene["video"]), "realtime": False})
+            assert started.status_code == 201, started.text
+            sid = started.json()["id"]
+            assert started.json()["status"] == "running"
+            events = sse_events(c, f"/v1/streams/{sid}/events?since=0")
+            summary = events[-1]["summary"]
+            tracks = [e for e in events if "ended" not in e and "summary" not in e]
+            assert tracks and all(set(e) == EVENT_KEYS for e in tracks)
+            assert any("ended" in e for e in events)
+            assert summary["frames"] == scene["truth"]["frames"] and summary["ended"] == "end of file"
+            people = scene["truth"]["people"]
+            enrolled = {p["name"] for p in people if p["enrolled"]}
+            named = {t["name"] for t in summary["tracks"] if t["name"]}
+            assert named == enrolled, (named, enrolled)  # each enrolled person named, the stranger never
+            assert any(t["status"] == "unknown" for t in summary["tracks"]), summary["tracks"]
+
+            with c.stream("GET", f"/v1/streams/{sid}/video") as resp:
+                assert resp.headers["content-type"].startswith("multipart/x-mixed-replace")
+                data = b"".join(resp.iter_bytes())
+            jpeg = data[data.index(b"\xff\xd8"): data.index(b"\xff\xd9") + 2]
+            assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+            listed = c.get("/v1/streams").json()
+            assert [(s["id"], s["status"], s["frames"]) for s in listed] == [(sid, "ended", summary["frames"])]
+
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(b["event"] == "ended" for b in hooks.bodies):
+                time.sleep(0.1)
+            decided = [b for b in hooks.bodies if b["event"] == "decided"]
+            assert {b["name"] for b in decided if b["status"] == "known"} == enrolled
+            assert any(b["status"] == "unknown" for b in decided)
+            assert all(b["stream"] == sid for b in hooks.bodies) and any(b["event"] == "ended" for b in hooks.bodies)
+
+            kept = c.get("/v1/unknown").json()
+            assert kept and set(kept[0]) == {"id", "stream", "track", "time", "score", "seen"}
+            crop = c.get(f"/v1/unknown/{kept[0]['id']}/image")
+            assert cv2.imdecode(np.frombuffer(crop.content, np.uint8), cv2.IMREAD_COLOR) is not None
+            named_now = c.post(f"/v1/unknown/{kept[0]['id']}/enroll", json={"name": "Visitor One"})
+            assert named_now.status_code == 200, named_now.text
+            assert named_now.json()["added"] == {"Visitor One": 1}
+            assert any(p["name"] == "Visitor One" for p in c.get("/v1/identities").json())
+            assert c.get(f"/v1/unknown/{kept[0]['id']}/image").status_code == 404
+            for face in kept[1:]:
+                assert c.delete(f"/v1/unknown/{face['id']}").status_code == 200
+            assert c.get("/v1/unknown").json() == []
+
+            stopped = c.delete(f"/v1/streams/{sid}")
+            assert stopped.json()["summary"]["frames"] == summary["frames"]
+            assert c.get(f"/v1/streams/{sid}").status_code == 404
+            live = c.post("/v1/streams", json={"source": str(scene["video"])})  # realtime: as a camera
+            assert live.status_code == 201
+            time.sleep(1.0)
+            ended = c.delete(f"/v1/streams/{live.json()['id']}").json()
+            assert ended["status"] == "ended" and ended["summary"]["ended"] == "stopped by request"
+            assert 0 < ended["frames"] < summary["frames"]
+    finally:
+        hooks.close()

@@ -1,0 +1,131 @@
+"""The web page in a real headless browser (Debian's chromium and chromedriver, driven by selenium) against a
+real `faceverify serve` process: the page loads with no external asset, enrolment by upload adds identities to
+the gallery list, identify on a held-out image shows the name, a generated video stream shows labels live (a
+screenshot, checked not blank and showing a known label's colour), and an unknown face is named from the page."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import require_data
+from tests.servers import KEY, ProcessServer
+
+KNOWN_RGB = (60, 200, 60)  # faceverify.video.render's colour for a known face (BGR, the same in RGB)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chrome = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    driver_path = shutil.which("chromedriver")
+    if chrome is None or driver_path is None:
+        require_data("no chromium and chromedriver (apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        require_data("selenium is not installed (pip install '.[dev]')")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2400",
+                "--use-fake-ui-for-media-stream"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, timeout: float = 30, what: str = "the page"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _known_pixels(png: Path) -> int:
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int((np.abs(rgb - np.array(KNOWN_RGB)).sum(axis=2) < 40).sum())
+
+
+def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, service_scene):
+    from selenium.webdriver.common.by import By
+
+    scene = service_scene
+    truth = scene["truth"]
+    log = tmp_path / "serve.log"
+    server = ProcessServer(tmp_path / "g.sqlite", log, "--api-key", KEY, "--keep-unknown", "4").wait_ready()
+    try:
+        d = browser
+        d.get(server.url + "/")
+        assert d.title == "faceverify"
+        find = d.find_element
+        find(By.ID, "key").send_keys(KEY)
+        find(By.ID, "key-save").click()
+        _wait(lambda: "identities" in find(By.ID, "health").text, what="the health line")
+
+        for name, paths in truth["gallery"].items():
+            field = find(By.ID, "enroll-name")
+            field.clear()
+            field.send_keys(name)
+            find(By.ID, "enroll-files").send_keys("\n".join(str(Path(p).resolve()) for p in paths))
+            find(By.ID, "enroll-btn").click()
+            _wait(lambda: d.find_elements(By.CSS_SELECTOR, f'#gallery .identity[data-name="{name}"]'),
+                  what=f"{name} in the gallery list")
+        thumbs = d.find_elements(By.CSS_SELECTOR, "#gallery .identity img")
+        assert len(thumbs) == len(truth["gallery"])
+        _wait(lambda: all(d.execute_script("return arguments[0].naturalWidth", t) > 0 for t in thumbs),
+              what="the thumbnails")
+
+        enrolled = [p for p in truth["people"] if p["enrolled"]]
+        held_out = next(Path(p) for p in [Path(truth["gallery"][enrolled[0]["name"]][0]).with_name(
+            f"{enrolled[0]['name']}_0001.jpg")])
+        find(By.ID, "identify-file").send_keys(str(held_out.resolve()))
+        find(By.ID, "identify-btn").click()
+        result = _wait(lambda: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#identify-result .face")],
+                       what="the identify result")
+        assert result[0].startswith(enrolled[0]["name"] + " ("), result
+
+        find(By.ID, "stream-source").send_keys(str(scene["video"].resolve()))
+        find(By.ID, "stream-start").click()
+        video = _wait(lambda: d.find_element(By.ID, "stream-video") if find(By.ID, "stream-view").is_displayed()
+                      else None, what="the stream view")
+        _wait(lambda: d.execute_script("return arguments[0].naturalWidth", video) > 0, what="the first video frame")
+        shot = tmp_path / "stream.png"
+        best = 0
+        deadline = time.monotonic() + 40
+        names = {p["name"] for p in enrolled}
+        while time.monotonic() < deadline:
+            video.screenshot(str(shot))
+            best = max(best, _known_pixels(shot))
+            if best > 200 and set(find(By.ID, "stream-names").text.split(", ")) == names:
+                break
+            time.sleep(0.2)
+        assert set(find(By.ID, "stream-names").text.split(", ")) == names
+        assert best > 200, "no known label seen in the streamed video"
+        rgb = np.asarray(Image.open(shot).convert("RGB"))
+        assert rgb.shape[0] > 100 and rgb.std() > 10  # a real picture, not blank
+        page = tmp_path / "page.png"
+        d.save_screenshot(str(page))
+        assert np.asarray(Image.open(page).convert("RGB")).std() > 10
+
+        find(By.ID, "unknown-refresh").click()
+        card = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#unknown .unknown-face"), 30, "an unknown face")[0]
+        card.find_element(By.TAG_NAME, "input").send_keys("Door Visitor")
+        card.find_element(By.TAG_NAME, "button").click()
+        _wait(lambda: d.find_elements(By.CSS_SELECTOR, '#gallery .identity[data-name="Door Visitor"]'),
+              what="the named unknown face in the gallery")
+        errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
+                  and "status of 401" not in e["message"]]  # the lists asked for before the key was typed
+        assert not errors, errors
+    finally:
+        server.stop()
+    assert KEY not in log.read_text()
