@@ -60,6 +60,37 @@ def test_onnx_embeddings_equal_torch_on_200_lfw_faces(model, yunet_faces, one_to
     assert np.allclose(np.linalg.norm(onnx, axis=1), 1, atol=1e-5)
 
 
+def test_pairs_devtest_accuracy_is_the_same_on_onnx_and_torch(lfw_root, lfw_images, one_torch_thread):
+    """All 1000 pairsDevTest pairs through the default model, the same YuNet detections, each runtime: the number
+    of pairs decided right at the card's FAR 1e-3 threshold, and at each runtime's own best threshold, differ by at
+    most one pair."""
+    pairs = read_lfw_pairs(lfw_root / "pairsDevTest.txt")
+    rels = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
+    pipeline = FacePipeline(backend="onnx", detector="yunet", threads=1)
+    crops = []
+    for rel in rels:
+        image = load_image(lfw_images / rel)
+        faces = select_faces(pipeline.detector.detect_one(image), image.shape, "center")
+        assert faces, rel
+        crops.append(pipeline.align(image, faces[:1]))
+    crops = np.concatenate(crops)
+    index = {rel: i for i, rel in enumerate(rels)}
+    a = np.array([index[p.path_a] for p in pairs])
+    b = np.array([index[p.path_b] for p in pairs])
+    same = np.array([p.same for p in pairs])
+    threshold = pipeline.card.threshold_for(1e-3)
+
+    def right(vectors: np.ndarray) -> tuple[int, int]:
+        scores = (vectors[a] * vectors[b]).sum(1)
+        best = max(int(((scores >= t) == same).sum()) for t in scores)
+        return int(((scores >= threshold) == same).sum()), best
+
+    onnx = right(pipeline.embed_crops(crops))
+    torch_path = right(Embedder.load(pipeline.card.name, "cpu").embed(crops))
+    assert abs(onnx[0] - torch_path[0]) <= 1 and abs(onnx[1] - torch_path[1]) <= 1, (onnx, torch_path)
+    assert onnx[1] >= 970  # the figure is real: LFW accuracy of the default model, about 98%
+
+
 def test_yunet_landmarks_come_in_mtcnn_order(lfw_faces, one_torch_thread):
     yunet, mtcnn = YuNetDetector(threads=1), Detector("cpu")
     offsets = []
