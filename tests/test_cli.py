@@ -185,6 +185,20 @@ def test_identify_warns_when_calibration_cannot_hold_the_fpir(capsys, gallery_en
     assert code == 2 and "FPIR" in err and "Traceback" not in err
 
 
+def test_identify_match_chooses_templates_or_best_embeddings(capsys, gallery_env, lfw_image):
+    assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1), lfw_image("Colin_Powell", 3))[0] == 0
+    assert cli(capsys, "enroll", "George W Bush", lfw_image("George_W_Bush", 1))[0] == 0
+    scores = {}
+    for match in ("template", "best"):
+        code, out, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--match", match, "--json")
+        face = json.loads(out)["faces"][0]
+        assert code == 0 and face["name"] == "Colin Powell" and err == "", (match, out, err)
+        scores[match] = face["score"]
+    assert scores["template"] != scores["best"]  # a 2-image template is not either image
+    code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--match", "nearest")
+    assert code == 2 and "--match" in err and "Traceback" not in err
+
+
 # -- demo --------------------------------------------------------------------------------------------------
 
 

@@ -25,6 +25,8 @@ from .options import (
     FarOpt,
     GalleryOpt,
     JsonOpt,
+    MatchChoiceOpt,
+    MatchOpt,
     ModelOpt,
     ThreadsOpt,
     ThresholdOpt,
@@ -148,6 +150,7 @@ def identify(
     show: bool = typer.Option(False, "--show", help="--source: show the annotated video in a window (q or Esc stops)."),
     output: Optional[Path] = typer.Option(None, "--output", help="--source: write the annotated video (.mp4 or .avi)."),
     realtime: bool = typer.Option(False, "--realtime", help="--source file: read at its frame rate, dropping frames as a camera would."),
+    match: Optional[MatchOpt] = MatchChoiceOpt,
     backend: Optional[BackendOpt] = BackendChoiceOpt,
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
@@ -167,14 +170,19 @@ def identify(
     if source is not None:
         from ..video import VideoSettings, identify_stream
 
+        settings = VideoSettings() if match is None else VideoSettings(match=match.value)
         with fv.open_gallery(store_path) as store:
-            _warn_fpir(fv, store, far, threshold, fpir, looks=VideoSettings().max_samples)
-            identify_stream(fv, store, source, far, threshold, realtime, show, output, as_json, typer.echo, fpir)
+            _warn_fpir(fv, store, far, threshold, fpir, settings.match, looks=settings.max_samples)
+            identify_stream(fv, store, source, far, threshold, realtime, show, output, as_json, typer.echo, fpir,
+                            settings)
         return
+    from ..decision import DEFAULT_MATCH
+
+    chosen = DEFAULT_MATCH if match is None else match.value
     ok = failed = 0
     with fv.open_gallery(store_path) as store:
-        _warn_fpir(fv, store, far, threshold, fpir)
-        for result in fv.identify(store, inputs, far, threshold, face.value, fpir):
+        _warn_fpir(fv, store, far, threshold, fpir, chosen)
+        for result in fv.identify(store, inputs, far, threshold, face.value, fpir, chosen):
             if result.error is not None:
                 failed += 1
                 err(f"{result.image}: {result.error}")
@@ -195,7 +203,7 @@ def identify(
 
 def _warn_fpir(
     fv: FaceVerifier, store: Gallery, far: Optional[float], threshold: Optional[float], fpir: Optional[float],
-    looks: int = 1,
+    match: str, looks: int = 1,
 ) -> None:
     """One line on stderr when the gallery is too large for the card's calibration to hold the FPIR target."""
     from ..decision import DEFAULT_FPIR
@@ -203,9 +211,10 @@ def _warn_fpir(
     if far is not None or threshold is not None or len(store) == 0:
         return
     target = DEFAULT_FPIR if fpir is None else fpir
-    point = fv.identification_point(store, fpir=target, looks=looks)
+    point = fv.identification_point(store, fpir=target, looks=looks, match=match)
     if point.fpir is not None and point.fpir > target * 1.001:
-        typer.echo(f"faceverify: warning: {store.embedding_count()} gallery embeddings: the strictest calibrated "
+        compared = f"{len(store)} identities" if match == "template" else f"{store.embedding_count()} gallery embeddings"
+        typer.echo(f"faceverify: warning: {compared}: the strictest calibrated "
                    f"threshold ({point.threshold:.4f}, FAR {point.far:.0e}) bounds FPIR only at {point.fpir:.1e}, "
                    f"above the {target:.0e} asked for", err=True)
 

@@ -57,6 +57,16 @@ class DetectorOpt(str, Enum):
     mtcnn = "mtcnn"
 
 
+class MatchOpt(str, Enum):
+    """What identification compares a face with (faceverify.decision.MATCHES)."""
+
+    template = "template"
+    best = "best"
+
+
+MatchChoiceOpt = typer.Option(None, "--match", help="Compare each face with one template per identity (stills' "
+                              "default) or with every stored embedding, the best one counting (best; video's "
+                              "default, where the templates must also rank the same person first).")
 BackendChoiceOpt = typer.Option(None, "--backend", help="Embedding runtime (default: onnx on CPU when onnxruntime "
                                 "is installed and the model has an ONNX export, else torch; --device cuda: torch).")
 DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default: yunet on CPU when installed, "

@@ -12,6 +12,7 @@ from ..api import FaceVerifier
 from ..gallery import Gallery
 from .render import Display, draw_events, open_video_writer
 from .results import FrameResult, VideoSummary
+from .settings import VideoSettings
 from .run import VideoIdentifier
 
 
@@ -46,11 +47,12 @@ def identify_stream(
     as_json: bool = False,
     echo: Callable[[str], None] = print,
     fpir: float | None = None,
+    settings: VideoSettings | None = None,
 ) -> VideoSummary:
     """``faceverify identify --source``: run, show and/or write the annotated video, and report on ``echo``
     either every event and the summary as JSON lines, or each label decision and a summary in words.
     Ctrl-C ends the run cleanly (the summary is still reported)."""
-    identifier = VideoIdentifier(verifier, gallery, far, threshold, fpir=fpir)
+    identifier = VideoIdentifier(verifier, gallery, far, threshold, fpir=fpir, settings=settings)
     display = Display(f"faceverify: {source}") if show else None
     writer = None
     with identifier.run(source, realtime) as run:
