@@ -357,3 +357,45 @@ def test_streams_events_video_webhooks_and_unknown_faces(service_scene, verifier
             assert 0 < ended["frames"] < summary["frames"]
     finally:
         hooks.close()
+
+
+def test_webhooks_retry_then_deliver_and_a_full_queue_drops():
+    import http.server
+    import threading
+
+    from faceverify.service.observers import Webhooks
+
+    got: list[dict] = []
+    refusals = [2]
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if refusals[0] > 0:
+                refusals[0] -= 1
+                self.send_response(500)
+            else:
+                got.append(body)
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    try:
+        hooks = Webhooks([url], retries=3, backoff=0.05)
+        hooks.post({"event": "decided", "name": "Ada"})
+        hooks.close(drain=5)
+        assert got == [{"event": "decided", "name": "Ada"}] and hooks.stats()["sent"] == 1  # after 2 refusals
+        dead = Webhooks(["http://127.0.0.1:9/nothing"], queue_size=2, retries=1, backoff=0.05)
+        for i in range(50):
+            dead.post({"i": i})
+        dead.close(drain=3)
+        stats = dead.stats()
+        assert stats["dropped"] >= 40 and stats["failed"] >= 1 and stats["sent"] == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,7 +1,9 @@
 """The web page in a real headless browser (Debian's chromium and chromedriver, driven by selenium) against a
 real `faceverify serve` process: the page loads with no external asset, enrolment by upload adds identities to
-the gallery list, identify on a held-out image shows the name, a generated video stream shows labels live (a
-screenshot, checked not blank and showing a known label's colour), and an unknown face is named from the page."""
+the gallery list, identify on a held-out image shows the name, verify two images of one person says so, a
+webcam capture (chromium's fake camera) reaches the enrolment and is refused for having no face, a generated video
+stream shows labels live (a screenshot, checked not blank and showing a known label's colour), and an unknown face
+is named from the page."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chrome
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2400",
-                "--use-fake-ui-for-media-stream"):
+                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(30)
@@ -94,6 +96,21 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
                        what="the identify result")
         assert result[0].startswith(enrolled[0]["name"] + " ("), result
 
+        find(By.ID, "verify-a").send_keys(str(held_out.resolve()))
+        find(By.ID, "verify-b").send_keys(str(Path(truth["gallery"][enrolled[0]["name"]][0]).resolve()))
+        find(By.ID, "verify-btn").click()
+        assert _wait(lambda: find(By.ID, "verify-result").text, what="the verify result").startswith("same person")
+
+        find(By.ID, "cam-start").click()  # chromium's fake camera: a moving test pattern, no face in it
+        _wait(lambda: find(By.ID, "cam-enroll").is_enabled() and d.execute_script(
+            "return document.getElementById('cam').videoWidth") > 0, what="the webcam")
+        field = find(By.ID, "enroll-name")
+        field.clear()
+        field.send_keys("Webcam Person")
+        find(By.ID, "cam-enroll").click()
+        assert _wait(lambda: "webcam.jpg" in find(By.ID, "message").text and find(By.ID, "message").text,
+                     what="the webcam enrolment's answer").startswith("webcam.jpg: no face found")
+
         find(By.ID, "stream-source").send_keys(str(scene["video"].resolve()))
         find(By.ID, "stream-start").click()
         video = _wait(lambda: d.find_element(By.ID, "stream-video") if find(By.ID, "stream-view").is_displayed()
@@ -124,7 +141,8 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
         _wait(lambda: d.find_elements(By.CSS_SELECTOR, '#gallery .identity[data-name="Door Visitor"]'),
               what="the named unknown face in the gallery")
         errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
-                  and "status of 401" not in e["message"]]  # the lists asked for before the key was typed
+                  and "status of 401" not in e["message"]  # the lists asked for before the key was typed
+                  and "Webcam%20Person" not in e["message"]]  # the refused webcam capture
         assert not errors, errors
     finally:
         server.stop()

@@ -57,8 +57,11 @@ class Webhooks:
             body = self._queue.get()
             if body is None:
                 return
-            for url in self.urls:
-                self._deliver(url, body)
+            try:
+                for url in self.urls:
+                    self._deliver(url, body)
+            finally:
+                self._queue.task_done()
 
     def _deliver(self, url: str, body: bytes) -> None:
         request = urllib.request.Request(url, data=body, method="POST",
@@ -85,7 +88,7 @@ class Webhooks:
         if self._thread is None:
             return
         deadline = time.monotonic() + drain
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:  # queued or being delivered
             time.sleep(0.05)
         self._stop.set()
         try:
