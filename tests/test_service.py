@@ -93,6 +93,8 @@ def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
     assert found["image"] == "Colin_Powell_0003.jpg" and len(found["faces"]) == 1
     face = found["faces"][0]
     assert set(face) == {"name", "score", "box", "nearest"} and face["name"] == "Colin Powell"
+    best = c.post("/v1/identify?match=best", files=files("image", [lfw_image("Colin_Powell", 3)])).json()
+    assert best["faces"][0]["name"] == "Colin Powell"  # against every stored embedding, as `--match best`
     stranger = c.post("/v1/identify", files=files("image", [lfw_image("Tony_Blair", 1)])).json()["faces"][0]
     assert stranger["name"] is None and stranger["nearest"] == "Colin Powell"
     assert c.post("/v1/identify?threshold=-1", files=files("image", [lfw_image("Tony_Blair", 1)])).json()[
@@ -189,7 +191,7 @@ def _hostile(lfw_image) -> list[tuple[str, str, dict, tuple[int, ...]]]:
         out.append(("POST", f"/v1/identities/{name}/faces", dict(files=[("images", ("ok.jpg", good))]), (409,)))
     ok = dict(files=[("image", ("ok.jpg", good))])
     out += [("POST", f"/v1/identify?{q}", ok, (422,)) for q in ("far=2", "far=-1", "threshold=5", "fpir=0",
-                                                                 "face=everyone", "fpir=abc")]
+                                                                 "face=everyone", "fpir=abc", "match=everything")]
     out += [
         ("GET", "/v1/identities/Nobody Here", {}, (404,)), ("DELETE", "/v1/identities/Nobody Here", {}, (404,)),
         ("PATCH", "/v1/identities/Nobody Here", dict(json={"name": "X"}), (404,)),

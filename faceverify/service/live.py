@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -27,6 +27,7 @@ class StreamStart(BaseModel):
     fpir: Optional[float] = Field(None, gt=0, le=1)
     far: Optional[float] = Field(None, gt=0, le=1)
     threshold: Optional[float] = Field(None, ge=-1, le=1)
+    match: Optional[Literal["template", "best"]] = Field(None, description="What a track is named against.")
 
 
 class Naming(BaseModel):
@@ -85,7 +86,7 @@ def build_live_router(state: ServiceState) -> APIRouter:
         opened)."""
         source = str(body.source)
         stream = await run_in_threadpool(streams.start, source, body.realtime, fpir=body.fpir, far=body.far,
-                                         threshold=body.threshold)
+                                         threshold=body.threshold, match=body.match)
         return stream.describe()
 
     @router.get("/streams")

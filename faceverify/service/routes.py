@@ -30,6 +30,13 @@ class Face(str, Enum):
     all = "all"
 
 
+class Match(str, Enum):
+    """What a face is compared with (the CLI's ``--match``): one template per identity, or every embedding."""
+
+    template = "template"
+    best = "best"
+
+
 class Rename(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -69,15 +76,15 @@ def build_router(state: ServiceState) -> APIRouter:
     @router.post("/identify")
     async def identify(image: UploadFile = File(...), fpir: Optional[float] = Query(None, gt=0, le=1),
                        far: Optional[float] = FarQ, threshold: Optional[float] = ThresholdQ,
-                       face: Face = FaceQ) -> dict:
+                       face: Face = FaceQ, match: Match = Query(Match(DEFAULT_MATCH))) -> dict:
         """Each face's identity (``name`` null when unknown): one line of ``identify --json``."""
         uploads = await read_images([image], "image", config)
         (faces,) = await faces_of(uploads, face)
 
         def decide(g):
             g.require_entries()
-            point = fv.identification_point(g, far, threshold, fpir, match=DEFAULT_MATCH)
-            return fv.identify_embeddings(g, np.stack([f.embedding for f in faces]), point, DEFAULT_MATCH)
+            point = fv.identification_point(g, far, threshold, fpir, match=match.value)
+            return fv.identify_embeddings(g, np.stack([f.embedding for f in faces]), point, match.value)
 
         decisions = await engine.gallery(decide)
         found = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(faces, decisions)]

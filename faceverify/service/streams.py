@@ -21,7 +21,7 @@ import cv2
 
 from ..api import FaceVerifier
 from ..errors import BadInputError, FaceverifyError
-from ..video import FrameResult, VideoIdentifier, draw_events
+from ..video import FrameResult, VideoIdentifier, VideoSettings, draw_events
 from .errors import ApiError, one_line, status_of
 from .observers import UnknownFaces, Webhooks
 
@@ -85,8 +85,10 @@ class Stream:
         try:
             fv = self.manager.verifier
             gallery = fv.open_gallery(self.manager.gallery_path)
+            match = self.options.get("match")
             identifier = VideoIdentifier(fv, gallery, fpir=self.options.get("fpir"), far=self.options.get("far"),
-                                         threshold=self.options.get("threshold"))
+                                         threshold=self.options.get("threshold"),
+                                         settings=None if match is None else VideoSettings(match=match))
             self.manager.warm_up()
             run = identifier.run(self.source, self.realtime)
         except FaceverifyError as exc:
