@@ -401,3 +401,20 @@ def test_webhooks_retry_then_deliver_and_a_full_queue_drops():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_gallery_of_another_model_is_refused_before_listening(verifier, tmp_path):
+    from faceverify.errors import ConflictError
+    from faceverify.gallery import Enrolment
+
+    path = tmp_path / "other.sqlite"
+    with Gallery(path, "some-other-model@1:0123", 4) as g:
+        g.enroll("Someone", [Enrolment(np.ones(4, np.float32) / 2, "x.jpg", "ab" * 32)])
+    with pytest.raises(ConflictError, match="enrolled with model some-other-model"):
+        create_app(ServiceConfig(gallery=path), verifier)
+    with pytest.raises(Exception, match="refusing to listen on 192.168.1.2 without an API key"):
+        ServiceConfig(gallery=path, host="192.168.1.2").check_listen()
+    ServiceConfig(gallery=path, host="::1").check_listen()
+    ServiceConfig(gallery=path, host="0.0.0.0", api_keys=[KEY]).check_listen()
+    with pytest.raises(Exception, match="at least 8"):
+        ServiceConfig(gallery=path, api_keys=["short"])
