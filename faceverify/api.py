@@ -117,7 +117,7 @@ class FaceVerifier:
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
         """Open (or create) a gallery bound to this model; refuses one enrolled with another model."""
-        return Gallery(path or default_gallery_path(), self.card.model_id, self.card.embedding_size)
+        return Gallery(path or default_gallery_path(), self.pipeline.embedding_id, self.card.embedding_size)
 
     # -- verify ------------------------------------------------------------------------------------------
 

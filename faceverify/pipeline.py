@@ -45,7 +45,9 @@ class FacePipeline:
 
     ``backend`` (torch or onnx) and ``detector`` (yunet or mtcnn) default to ONNX Runtime and YuNet on CPU when
     installed, torch and MTCNN otherwise (see embed.choose_backend, detect.choose_detector); ``threads`` caps
-    the runtimes' threads; ``score_threshold`` None is the detector's own default.
+    the runtimes' threads; ``score_threshold`` None is the detector's own default. ``flip``: each face is
+    embedded with its mirror image and the two averaged (twice the network's work; the cards are calibrated
+    without it).
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class FacePipeline:
         detector: AnyDetector | str | None = None,
         backend: str | None = None,
         threads: int | None = None,
+        flip: bool = False,
     ):
         self.embedder = embedder or load_embedder(model, device, backend, threads)
+        self.flip = flip
         chosen = detector is not None
         if detector is None or isinstance(detector, str):
             detector = make_detector(detector, self.embedder.device, min_face_size, score_threshold, threads)
@@ -74,6 +78,12 @@ class FacePipeline:
     @property
     def card(self):
         return self.embedder.card
+
+    @property
+    def embedding_id(self) -> str:
+        """What a stored embedding of this front end is: the card's model id, marked when faces are flip-fused
+        (a gallery never mixes the two)."""
+        return self.card.model_id + ("+flip" if self.flip else "")
 
     def align(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Aligned crops (N x S x S x 3 uint8) for ``faces`` found in ``image``."""
@@ -91,8 +101,13 @@ class FacePipeline:
         return Detector(self.embedder.device, min_face_size=min_face_size, factor=factor)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings (N x D float32) of crops made by :meth:`align`."""
-        return self.embedder.embed(crops)
+        """L2-normalised embeddings (N x D float32) of crops made by :meth:`align` (with ``flip``: of each crop
+        and its mirror, averaged and renormalised)."""
+        if not self.flip or len(crops) == 0:
+            return self.embedder.embed(crops)
+        both = self.embedder.embed(np.concatenate([crops, crops[:, :, ::-1]]))
+        fused = both[: len(crops)] + both[len(crops):]
+        return (fused / np.linalg.norm(fused, axis=1, keepdims=True)).astype(np.float32)
 
     def process_images(
         self, images: list[np.ndarray], face: FaceChoice = "largest", fallback: Fallback = "none"
@@ -111,7 +126,7 @@ class FacePipeline:
                 picked = [None]
                 crops.append(center_crop(image, size))
             chosen.append(picked)
-        vectors = self.embedder.embed(np.stack(crops)) if crops else np.zeros((0, 0), np.float32)
+        vectors = self.embed_crops(np.stack(crops)) if crops else np.zeros((0, 0), np.float32)
         out: list[list[FaceEmbedding]] = []
         k = 0
         for picked in chosen:

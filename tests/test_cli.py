@@ -199,6 +199,16 @@ def test_identify_match_chooses_templates_or_best_embeddings(capsys, gallery_env
     assert code == 2 and "--match" in err and "Traceback" not in err
 
 
+def test_flip_fused_embeddings_never_mix_with_plain_ones(capsys, gallery_env, lfw_image):
+    code, out, _ = cli(capsys, "verify", lfw_image("Colin_Powell", 1), lfw_image("Colin_Powell", 2), "--flip", "--json")
+    assert code == 0 and json.loads(out)["same"] is True
+    assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1))[0] == 0
+    code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--flip")
+    assert code == 2 and "never mixed" in err and len(err.splitlines()) == 1
+    code, out, _ = cli(capsys, "identify", lfw_image("Colin_Powell", 2))
+    assert code == 0 and "Colin Powell" in out
+
+
 # -- demo --------------------------------------------------------------------------------------------------
 
 

@@ -191,3 +191,17 @@ def test_video_detects_with_mtcnn_unless_a_detector_is_chosen():
     assert default.detector.kind == "yunet" and default.frame_detector(24, 0.6).kind == "mtcnn"
     chosen = FacePipeline(detector="yunet", threads=1).frame_detector(24, 0.6)
     assert chosen.kind == "yunet" and chosen.min_face_size == 24
+
+
+def test_flip_fusion_is_mirror_invariant_and_keyed_apart_in_the_cache(yunet_faces):
+    from faceverify.eval.cache import front_end_tag
+
+    plain = FacePipeline(backend="onnx", detector="yunet", threads=1)
+    flip = FacePipeline(backend="onnx", detector="yunet", threads=1, flip=True)
+    crops = np.concatenate([plain.align(image, [face]) for image, face in yunet_faces[:8]])
+    fused, mirrored = flip.embed_crops(crops), flip.embed_crops(crops[:, :, ::-1])
+    assert np.allclose(fused, mirrored, atol=1e-5)  # a face and its mirror get one embedding
+    assert np.allclose(np.linalg.norm(fused, axis=1), 1, atol=1e-5)
+    cos = (fused * plain.embed_crops(crops)).sum(1)
+    assert 0.9 < cos.min() and cos.max() < 0.99999  # near the plain embedding, not it
+    assert front_end_tag(flip) == front_end_tag(plain) + "+flip"

@@ -23,6 +23,7 @@ from .options import (
     FaceChoiceOpt,
     FaceOpt,
     FarOpt,
+    FlipOpt,
     GalleryOpt,
     JsonOpt,
     MatchChoiceOpt,
@@ -44,12 +45,12 @@ gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the galle
 
 def _verifier(
     model: Optional[str], device: Optional[str], backend: Optional[BackendOpt] = None,
-    detector: Optional[DetectorOpt] = None, threads: Optional[int] = None,
+    detector: Optional[DetectorOpt] = None, threads: Optional[int] = None, flip: bool = False,
 ) -> FaceVerifier:
     from ..api import FaceVerifier
 
     return FaceVerifier(model, device, backend=backend and backend.value, detector=detector and detector.value,
-                        threads=threads)
+                        threads=threads, flip=flip)
 
 
 def _far_text(far: Optional[float]) -> str:
@@ -69,9 +70,10 @@ def verify(
     backend: Optional[BackendOpt] = BackendChoiceOpt,
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
+    flip: bool = FlipOpt,
 ) -> None:
     """Are two images the same person? Exit 0 = same, 1 = different, 2 = error."""
-    result = _verifier(model, device, backend, detector, threads).verify(image_a, image_b, far, threshold, face.value)
+    result = _verifier(model, device, backend, detector, threads, flip).verify(image_a, image_b, far, threshold, face.value)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
@@ -96,6 +98,7 @@ def enroll(
     backend: Optional[BackendOpt] = BackendChoiceOpt,
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
+    flip: bool = FlipOpt,
 ) -> None:
     """Enroll an identity from images (each image's face is stored), or many with --from-folders."""
     args = args or []
@@ -105,7 +108,7 @@ def enroll(
         raise FaceverifyError("give NAME and at least one image or directory (or --from-folders DIR)")
     if from_folders is not None and args:
         raise FaceverifyError("--from-folders takes no NAME or images")
-    fv = _verifier(model, device, backend, detector, threads)
+    fv = _verifier(model, device, backend, detector, threads, flip)
     with fv.open_gallery(gallery) as store:
         if from_folders is not None:
             report = _enroll_folders(fv, store, from_folders, as_json)
@@ -154,6 +157,7 @@ def identify(
     backend: Optional[BackendOpt] = BackendChoiceOpt,
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
+    flip: bool = FlipOpt,
 ) -> None:
     """Name each face against the gallery, or `unknown` below the calibrated threshold. With --source, follow
     each person in a camera, video file or stream and name them once confident; Ctrl-C ends it cleanly."""
@@ -163,7 +167,7 @@ def identify(
         raise FaceverifyError("give images or directories to identify, or --source for a camera or video")
     if source is None and (show or output is not None or realtime):
         raise FaceverifyError("--show, --output and --realtime go with --source")
-    fv = _verifier(model, device, backend, detector, threads)
+    fv = _verifier(model, device, backend, detector, threads, flip)
     store_path = gallery or _default_gallery()
     if not Path(store_path).exists():
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")

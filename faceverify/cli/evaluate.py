@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from .options import DeviceOpt, ModelOpt, app, progress_bar
+from .options import DeviceOpt, FlipOpt, MatchOpt, ModelOpt, app, progress_bar
 
 if TYPE_CHECKING:
     from ..eval.cache import EmbeddingCache
@@ -58,12 +58,12 @@ def _emit(report: dict[str, Any], lines: list[str], as_json: bool) -> None:
     typer.echo(json.dumps(report) if as_json else "\n".join(lines))
 
 
-def _pipeline(model: Optional[str], device: Optional[str]) -> tuple[FacePipeline, EmbeddingCache]:
+def _pipeline(model: Optional[str], device: Optional[str], flip: bool = False) -> tuple[FacePipeline, EmbeddingCache]:
     """The product's pipeline for ``model`` and the embedding cache of its model id."""
     from ..eval.cache import EmbeddingCache
     from ..pipeline import FacePipeline
 
-    pipeline = FacePipeline(model, device)
+    pipeline = FacePipeline(model, device, flip=flip)
     return pipeline, EmbeddingCache(pipeline.card.model_id)
 
 
@@ -78,6 +78,7 @@ def lfw(
     scores: Optional[Path] = ScoresOpt,
     plot: Optional[Path] = PlotOpt,
     face: EvalFace = _face_opt(EvalFace.center),
+    flip: bool = FlipOpt,
 ) -> None:
     """Verification accuracy, AUC, EER and TAR at FAR 1e-2/1e-3 on an LFW pairs protocol."""
     from ..eval.evaluate import evaluate_lfw
@@ -85,7 +86,7 @@ def lfw(
     from ..eval.report import verification_lines
 
     lfw_dir = require_lfw_root(root)
-    pipeline, cache = _pipeline(model, device)
+    pipeline, cache = _pipeline(model, device, flip)
     with progress_bar() as start:
         report = evaluate_lfw(pipeline, lfw_dir, protocol.value, face.value, cache, progress=start,
                               scores_path=scores, plot_path=plot)
@@ -104,23 +105,17 @@ def pairs(
     scores: Optional[Path] = ScoresOpt,
     plot: Optional[Path] = PlotOpt,
     face: EvalFace = _face_opt(EvalFace.largest),
+    flip: bool = FlipOpt,
 ) -> None:
     """Verification figures on your own pair list."""
     from ..eval.evaluate import evaluate_pairs
     from ..eval.report import verification_lines
 
-    pipeline, cache = _pipeline(model, device)
+    pipeline, cache = _pipeline(model, device, flip)
     with progress_bar() as start:
         report = evaluate_pairs(pipeline, pair_file, threshold, face.value, cache, progress=start,
                                 scores_path=scores, plot_path=plot)
     _emit(report, verification_lines(report), as_json)
-
-
-class Match(str, Enum):
-    """What a probe is compared with: one template per identity, or every stored embedding."""
-
-    template = "template"
-    best = "best"
 
 
 @evaluate_app.command("identify")
@@ -134,18 +129,19 @@ def identify(
     share: float = typer.Option(0.5, "--enrolled-share", help="With DIR: share of the identities with more than "
                                 "--enrol images that are enrolled (seeded); the rest are never enrolled."),
     seeds: int = typer.Option(1, "--seeds", help="With DIR: pool this many splits (seeds 0, 1, ...)."),
-    match: Match = typer.Option(Match.template, "--match", help="template: one template per identity (mean of its "
+    match: MatchOpt = typer.Option(MatchOpt.template, "--match", help="template: one template per identity (mean of its "
                                 "embeddings); best: the identity's best stored embedding."),
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     as_json: bool = ReportJsonOpt,
     face: Optional[EvalFace] = typer.Option(None, "--face", help="Which detected face an image stands for (default: "
                                             "center on LFW, largest on DIR); no face: centre crop (counted)."),
+    flip: bool = FlipOpt,
 ) -> None:
     """Open-set identification: rank-1, DIR at FPIR 1% and 10%, and FPIR at identify's default."""
     from ..eval.report import identification_lines
 
-    pipeline, cache = _pipeline(model, device)
+    pipeline, cache = _pipeline(model, device, flip)
     if data is None:
         from ..eval.evaluate import evaluate_identification
         from ..eval.pairs import require_lfw_root

@@ -67,6 +67,9 @@ class MatchOpt(str, Enum):
 MatchChoiceOpt = typer.Option(None, "--match", help="Compare each face with one template per identity (stills' "
                               "default) or with every stored embedding, the best one counting (best; video's "
                               "default, where the templates must also rank the same person first).")
+FlipOpt = typer.Option(False, "--flip", help="Embed each face together with its mirror image (averaged): more "
+                       "accurate, twice the network's work (BENCHMARKS.md). Galleries enrolled with and without it "
+                       "are kept apart; the card's thresholds were calibrated without it.")
 BackendChoiceOpt = typer.Option(None, "--backend", help="Embedding runtime (default: onnx on CPU when onnxruntime "
                                 "is installed and the model has an ONNX export, else torch; --device cuda: torch).")
 DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default: yunet on CPU when installed, "

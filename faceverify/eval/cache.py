@@ -60,13 +60,13 @@ class EmbeddingCache:
 
 
 def front_end_tag(pipeline: FacePipeline) -> str:
-    """What besides the model changes an embedding: the detector's kind and the network's runtime (``""`` for a
-    front end without them), so that embeddings of different front ends never share a cache entry."""
+    """What besides the model changes an embedding: the detector's kind, the network's runtime and flip fusion
+    (``""`` for a front end without them), so that embeddings of different front ends never share a cache entry."""
     detector = getattr(pipeline, "detector", None)
     backend = getattr(getattr(pipeline, "embedder", None), "backend", None)
     if detector is None and backend is None:
         return ""
-    return f":{type(detector).__name__}/{backend}"
+    return f":{type(detector).__name__}/{backend}" + ("+flip" if getattr(pipeline, "flip", False) else "")
 
 
 def embed_paths(
