@@ -14,12 +14,13 @@ endif
 
 env: $(STAMP)
 
+# postgres: the PostgreSQL gallery store (its tests' server, pgserver, is in dev).
 # face_recognition (the cold-start benchmark's peer) without its dependencies: it asks for `dlib`, which the
 # peer extra's dlib-bin provides under another name.
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip "setuptools>=77"
-	$(VENV)/bin/python -m pip install -q -e '.[dev,peer,serve]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,peer,serve,postgres]'
 	$(VENV)/bin/python -m pip install -q --no-deps "face_recognition==1.3.0"
 	touch $(STAMP)
 

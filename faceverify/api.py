@@ -10,7 +10,7 @@ import numpy as np
 
 from .detect import FaceChoice
 from .errors import BadInputError, FaceverifyError
-from .gallery import Enrolment, Gallery, default_gallery_path
+from .gallery import Enrolment, Gallery, open_gallery
 from .images import list_images
 from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
@@ -116,8 +116,10 @@ class FaceVerifier:
         return identification_point(self.card, gallery.embedding_count(), far, threshold, fpir, looks)
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
-        """Open (or create) a gallery bound to this model; refuses one enrolled with another model."""
-        return Gallery(path or default_gallery_path(), self.pipeline.embedding_id, self.card.embedding_size)
+        """Open (or create) a gallery bound to this model: an SQLite file, or a ``postgresql://`` URL (the
+        PostgreSQL store, same interface); None: ``$FACEVERIFY_GALLERY`` or the default file. Refuses a gallery
+        enrolled with another model."""
+        return open_gallery(path, self.pipeline.embedding_id, self.card.embedding_size)  # type: ignore[return-value]
 
     # -- verify ------------------------------------------------------------------------------------------
 

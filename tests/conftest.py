@@ -81,3 +81,93 @@ def service_scene(tmp_path_factory, lfw_root, verifier) -> dict:
     from tests.servers import make_scene
 
     return make_scene(tmp_path_factory.mktemp("service-video"), lfw_root, verifier.pipeline.detector)
+
+
+# -- PostgreSQL (the second gallery store) ----------------------------------------------------------------
+
+POSTGRES_ENV = "FACEVERIFY_TEST_POSTGRES"
+
+
+class PostgresForTests:
+    """A PostgreSQL server with pgvector for the tests: ``$FACEVERIFY_TEST_POSTGRES`` (a URL of a database the
+    tests may create schemas and databases from), else one started by the ``pgserver`` wheel in a temporary
+    folder. ``url(schema=...)`` points a gallery at its own schema; ``admin()`` is a superuser connection."""
+
+    def __init__(self, base_url: str, server=None, data_dir: Path | None = None):
+        self.base_url, self.server, self.data_dir = base_url, server, data_dir
+        self._count = 0
+
+    def with_db(self, dbname: str, **params: str) -> str:
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(self.base_url)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True)) | params
+        return urlunsplit(parts._replace(path="/" + dbname, query=urlencode(query, safe="/")))
+
+    def admin(self):
+        import psycopg
+
+        return psycopg.connect(self.base_url, autocommit=True)
+
+    def fresh_url(self) -> str:
+        """A URL whose galleries live in a new, empty schema of the base database (pgvector in ``public``)."""
+        from urllib.parse import urlsplit
+
+        self._count += 1
+        schema = f"fv_test_{os.getpid()}_{self._count}"
+        with self.admin() as con:
+            con.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            con.execute(f"CREATE SCHEMA {schema}")
+            con.execute("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
+        dbname = urlsplit(self.base_url).path.lstrip("/") or "postgres"
+        return self.with_db(dbname, options=f"-csearch_path={schema},public")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The tests' PostgreSQL (see PostgresForTests); skipped when none can be started (fails under
+    ``$FACEVERIFY_REQUIRE_DATA=1``)."""
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if url:
+        yield PostgresForTests(url)
+        return
+    try:
+        import pgserver
+        import psycopg  # noqa: F401
+        import pgvector  # noqa: F401
+    except ImportError as exc:
+        require_data(f"PostgreSQL tests need pgserver, psycopg and pgvector ({exc}): pip install -e '.[postgres,dev]'")
+    import shutil
+    import tempfile
+
+    # Not under pytest's folders: run as root, pgserver runs PostgreSQL as its own user, which must reach the data.
+    data_dir = Path(tempfile.mkdtemp(prefix="faceverify-postgres-"))
+    data_dir.chmod(0o755)
+    try:
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    except Exception as exc:  # noqa: BLE001 - any failure to start is reported as the reason
+        shutil.rmtree(data_dir, ignore_errors=True)
+        require_data(f"pgserver could not start PostgreSQL: {exc}")
+    pg = PostgresForTests(server.get_uri(), server, data_dir)
+    with pg.admin() as con:  # a throw-away server: skip the disk flushes (the tests kill clients, not it)
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            con.execute(f"ALTER SYSTEM SET {setting}")
+        con.execute("SELECT pg_reload_conf()")
+    try:
+        yield pg
+    finally:
+        try:  # immediate: no shutdown checkpoint of a server about to be deleted
+            pgserver.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=data_dir, user=server.system_user)
+            server.cleanup_mode = None
+        except Exception:  # noqa: BLE001 - then cleanup() stops (or kills) it
+            pass
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def gallery_location(request, tmp_path):
+    """A new gallery's location in each store: an SQLite file, a PostgreSQL URL (its own schema)."""
+    if request.param == "sqlite":
+        return tmp_path / "g.sqlite"
+    return request.getfixturevalue("postgres").fresh_url()

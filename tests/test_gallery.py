@@ -1,7 +1,9 @@
-"""The gallery store: persistence across processes, one model per gallery, names, edits, search."""
+"""The gallery store: persistence across processes, one model per gallery, names, edits, search; each behaviour
+on both stores (an SQLite file, a PostgreSQL database: the ``gallery_location`` fixture)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 from faceverify.errors import GalleryError
-from faceverify.gallery import Enrolment, Gallery, validate_name
+from faceverify.gallery import Enrolment, Gallery, open_gallery, validate_name
 
 MODEL = "test-model@1:abc"
 
@@ -28,36 +30,40 @@ def _top(g: Gallery, query: np.ndarray) -> str:
     return g.search(query[None, :])[0][0][0]
 
 
-def test_enroll_search_and_persist_across_processes(tmp_path):
-    path = tmp_path / "g.sqlite"
-    with Gallery(path, MODEL, 16) as g:
+def test_enroll_search_and_persist_across_processes(gallery_location):
+    path = gallery_location
+    with open_gallery(path, MODEL, 16) as g:
         assert g.enroll("Alice", _items(1)) == 2
         assert g.enroll("Bob", _items(2)) == 2
         assert g.enroll("Alice", _items(1)) == 0  # the same faces again: nothing new
     code = (
         "import sys, numpy as np\n"
-        "from faceverify.gallery import Gallery\n"
-        f"g = Gallery(sys.argv[1], {MODEL!r}, 16)\n"
+        "from faceverify.gallery import open_gallery\n"
+        f"g = open_gallery(sys.argv[1], {MODEL!r}, 16)\n"
         "print(';'.join(f'{i.name}={i.embeddings}' for i in g.identities()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "Alice=2;Bob=2"
-    with Gallery(path, MODEL, 16) as g:
+    with open_gallery(path, MODEL, 16) as g:
         probe = _unit(200) + 0.05 * _unit(999)  # near Bob's first face
         ranked = g.search((probe / np.linalg.norm(probe))[None, :])[0]
         assert [name for name, _ in ranked] == ["Bob", "Alice"] and ranked[0][1] > 0.9
 
 
-def test_another_model_is_refused(tmp_path):
-    path = tmp_path / "g.sqlite"
-    with Gallery(path, MODEL, 16) as g:
+def test_another_model_is_refused(gallery_location):
+    path = gallery_location
+    with open_gallery(path, MODEL, 16) as g:
         g.enroll("Alice", _items(1))
     with pytest.raises(GalleryError, match="never mixed"):
-        Gallery(path, "other-model@1:def", 16)
+        open_gallery(path, "other-model@1:def", 16)
+    with open_gallery(path, MODEL, 16) as g:
+        with pytest.raises(GalleryError, match="has size 8"):
+            g.enroll("Bob", [Enrolment(_unit(5, 8), "/img/b.jpg", "shab")])
+        assert [i.name for i in g.identities()] == ["Alice"]
 
 
-def test_remove_rename_and_stale_index(tmp_path):
-    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+def test_remove_rename_and_stale_index(gallery_location):
+    with open_gallery(gallery_location, MODEL, 16) as g:
         g.enroll("Alice", _items(1))
         g.enroll("Bob", _items(2))
         assert _top(g, _unit(100)) == "Alice"
@@ -73,9 +79,10 @@ def test_remove_rename_and_stale_index(tmp_path):
             g.rename("Carol", "Bob")
 
 
-def test_empty_gallery_search_is_an_error(tmp_path):
-    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
-        with pytest.raises(GalleryError, match=r"g\.sqlite: the gallery is empty \(enroll someone first\)"):
+def test_empty_gallery_search_is_an_error(gallery_location):
+    with open_gallery(gallery_location, MODEL, 16) as g:
+        where = re.escape(f"{g.path}: the gallery is empty (enroll someone first)")
+        with pytest.raises(GalleryError, match=where):
             g.require_entries()
         with pytest.raises(GalleryError, match="empty"):
             g.search(_unit(1)[None, :])

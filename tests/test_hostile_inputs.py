@@ -25,7 +25,7 @@ from PIL import Image
 
 import faceverify
 from faceverify.errors import BadInputError, GalleryError, ModelError
-from faceverify.gallery import Enrolment, Gallery, validate_name
+from faceverify.gallery import Enrolment, Gallery, open_gallery, validate_name
 from faceverify.gallery.store import SCHEMA_VERSION
 from faceverify.images import list_images, load_image
 
@@ -703,13 +703,13 @@ def test_hostile_names_are_refused(name, problem):
         validate_name(name)
 
 
-def test_names_are_stored_and_returned_verbatim(tmp_path):
+def test_names_are_stored_and_returned_verbatim(gallery_location):
     names = [
         "Robert'); DROP TABLE identities;--", 'O"Brien', "José Álvarez", "Zoë", "李小龙", "محمد علي", "דוד",
         "Ольга Петрова", "Σωκράτης", "👩 Ada", "x" * 128, "%s %d {0} $HOME `id`", "Ada  \u00a0 Lovelace",
     ]
     vectors = {}
-    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+    with open_gallery(gallery_location, MODEL, 16) as g:
         for k, name in enumerate(names):
             vectors[name] = _unit(k)
             g.enroll(name, [Enrolment(vectors[name], f"/img/{k}.jpg", f"s{k}")])
@@ -728,8 +728,8 @@ def test_names_are_stored_and_returned_verbatim(tmp_path):
         ("Zoë", "Zoe\u0308".upper()), ("Cox", "Сох"),
     ],
 )
-def test_lookalike_names_are_refused_naming_the_existing_one(tmp_path, existing, newcomer):
-    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+def test_lookalike_names_are_refused_naming_the_existing_one(gallery_location, existing, newcomer):
+    with open_gallery(gallery_location, MODEL, 16) as g:
         g.enroll(existing, [Enrolment(_unit(1), "a", "a")])
         with pytest.raises(GalleryError, match=re.escape(f"looks like the existing identity {existing!r}")):
             g.enroll(newcomer, [Enrolment(_unit(2), "b", "b")])
@@ -739,8 +739,8 @@ def test_lookalike_names_are_refused_naming_the_existing_one(tmp_path, existing,
         assert [i.name for i in g.identities()] == sorted([existing, "Someone Else"])
 
 
-def test_renaming_to_a_lookalike_of_itself_and_lookup_hints(tmp_path):
-    with Gallery(tmp_path / "g.sqlite", MODEL, 16) as g:
+def test_renaming_to_a_lookalike_of_itself_and_lookup_hints(gallery_location):
+    with open_gallery(gallery_location, MODEL, 16) as g:
         g.enroll("alice smith", [Enrolment(_unit(1), "a", "a")])
         g.rename("alice smith", "Alice Smith")  # fixing one's own capitalisation is allowed
         with pytest.raises(GalleryError, match="did you mean 'Alice Smith'"):

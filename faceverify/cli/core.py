@@ -89,7 +89,7 @@ def verify(
 def enroll(
     args: Optional[List[str]] = typer.Argument(None, help="NAME followed by images and/or directories."),
     from_folders: Optional[Path] = typer.Option(None, "--from-folders", help="Enroll one identity per sub-folder."),
-    gallery: Optional[Path] = GalleryOpt,
+    gallery: Optional[str] = GalleryOpt,
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Enroll the good images even if some inputs fail."),
@@ -139,7 +139,7 @@ def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool) -
 @app.command()
 def identify(
     inputs: Optional[List[Path]] = typer.Argument(None, help="Images and/or directories (or --source)."),
-    gallery: Optional[Path] = GalleryOpt,
+    gallery: Optional[str] = GalleryOpt,
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     far: Optional[float] = FarOpt,
@@ -168,8 +168,10 @@ def identify(
     if source is None and (show or output is not None or realtime):
         raise FaceverifyError("--show, --output and --realtime go with --source")
     fv = _verifier(model, device, backend, detector, threads, flip)
-    store_path = gallery or _default_gallery()
-    if not Path(store_path).exists():
+    from ..gallery import gallery_exists, gallery_location
+
+    store_path = gallery_location(gallery)
+    if not gallery_exists(store_path):
         raise FaceverifyError(f"{store_path}: no gallery here (enroll someone first)")
     if source is not None:
         from ..video import VideoSettings, identify_stream
@@ -223,24 +225,19 @@ def _warn_fpir(
                    f"above the {target:.0e} asked for", err=True)
 
 
-def _default_gallery() -> Path:
-    from ..gallery import default_gallery_path
+def _open_existing_gallery(location: Optional[str]) -> Gallery:
+    """The gallery at ``location`` (a file or a ``postgresql://`` URL; default location when None), opened for
+    any model; it must exist."""
+    from ..gallery import gallery_exists, gallery_location, open_gallery
 
-    return default_gallery_path()
-
-
-def _open_existing_gallery(path: Optional[Path]) -> Gallery:
-    """The gallery at ``path`` (default location when None), opened for any model; it must exist."""
-    from ..gallery import Gallery
-
-    path = path or _default_gallery()
-    if not Path(path).exists():
-        raise FaceverifyError(f"{path}: no gallery here")
-    return Gallery(path)
+    location = gallery_location(location)
+    if not gallery_exists(location):
+        raise FaceverifyError(f"{location}: no gallery here")
+    return open_gallery(location, create=False)  # type: ignore[return-value]
 
 
 @gallery_app.command("list")
-def gallery_list(gallery: Optional[Path] = GalleryOpt, as_json: bool = JsonOpt) -> None:
+def gallery_list(gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt) -> None:
     """Enrolled identities and how many embeddings each has."""
     with _open_existing_gallery(gallery) as store:
         people = store.identities()
@@ -252,7 +249,7 @@ def gallery_list(gallery: Optional[Path] = GalleryOpt, as_json: bool = JsonOpt) 
 
 
 @gallery_app.command("show")
-def gallery_show(name: str, gallery: Optional[Path] = GalleryOpt, as_json: bool = JsonOpt) -> None:
+def gallery_show(name: str, gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt) -> None:
     """One identity's stored embeddings: source file, its hash, face box and model."""
     with _open_existing_gallery(gallery) as store:
         rows = store.embeddings_of(name)
@@ -264,7 +261,7 @@ def gallery_show(name: str, gallery: Optional[Path] = GalleryOpt, as_json: bool 
 
 
 @gallery_app.command("remove")
-def gallery_remove(name: str, gallery: Optional[Path] = GalleryOpt) -> None:
+def gallery_remove(name: str, gallery: Optional[str] = GalleryOpt) -> None:
     """Delete an identity and its embeddings."""
     with _open_existing_gallery(gallery) as store:
         n = store.remove(name)
@@ -272,7 +269,7 @@ def gallery_remove(name: str, gallery: Optional[Path] = GalleryOpt) -> None:
 
 
 @gallery_app.command("rename")
-def gallery_rename(old: str, new: str, gallery: Optional[Path] = GalleryOpt) -> None:
+def gallery_rename(old: str, new: str, gallery: Optional[str] = GalleryOpt) -> None:
     """Rename an identity."""
     with _open_existing_gallery(gallery) as store:
         store.rename(old, new)
@@ -280,7 +277,7 @@ def gallery_rename(old: str, new: str, gallery: Optional[Path] = GalleryOpt) -> 
 
 
 @gallery_app.command("export")
-def gallery_export(out: Path, gallery: Optional[Path] = GalleryOpt) -> None:
+def gallery_export(out: Path, gallery: Optional[str] = GalleryOpt) -> None:
     """Write every identity and embedding (vectors included) to a JSON file."""
     from .._util import write_atomic
 
@@ -291,6 +288,29 @@ def gallery_export(out: Path, gallery: Optional[Path] = GalleryOpt) -> None:
         doc = dict(model_id=store.stored_model_id, embeddings=records)
     write_atomic(out, json.dumps(doc))
     typer.echo(f"exported {len(records)} embedding(s) to {out}")
+
+
+@gallery_app.command("migrate")
+def gallery_migrate(
+    source: str = typer.Argument(..., help="Gallery to copy from: a file or postgresql://user@host/db."),
+    target: str = typer.Argument(..., help="Gallery to copy into (created if new): a file or postgresql://..."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Copy every identity and embedding into another gallery (SQLite <-> PostgreSQL), verified by counts and a
+    checksum; a target enrolled with another model is refused; running it again finishes an interrupted copy."""
+    from ..gallery import gallery_location, open_gallery
+    from ..gallery.migrate import migrate
+
+    if str(gallery_location(source)) == str(gallery_location(target)):
+        raise FaceverifyError("migrate: the source and the target are the same gallery")
+    with _open_existing_gallery(source) as src:
+        report = migrate(src, lambda model_id, dim: open_gallery(target, model_id, dim))
+    if as_json:
+        typer.echo(json.dumps(dict(identities=report.identities, embeddings=report.embeddings, added=report.added,
+                                   checksum=report.checksum)))
+        return
+    typer.echo(f"migrated {report.identities} identities, {report.embeddings} embeddings ({report.added} new in "
+               f"the target); verified: sha256 {report.checksum[:16]} on both sides")
 
 
 @app.command()

@@ -35,7 +35,8 @@ class FaceOpt(str, Enum):
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
 DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
-GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file (default: $FACEVERIFY_GALLERY, else the user data dir).")
+GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file, or postgresql://user@host/db "
+                         "(default: $FACEVERIFY_GALLERY, else the user data dir).")
 FarOpt = typer.Option(None, "--far", help="False-accept rate of one comparison whose calibrated threshold decides "
                       "(verify: default 1e-3; identify: default from --fpir).")
 ThresholdOpt = typer.Option(None, "--threshold", help="Cosine similarity threshold; overrides --far.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -12,7 +11,7 @@ from .options import BackendChoiceOpt, BackendOpt, DetectorChoiceOpt, DetectorOp
 
 @app.command()
 def serve(
-    gallery: Optional[Path] = GalleryOpt,
+    gallery: Optional[str] = GalleryOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (another than loopback needs a key)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FACEVERIFY_API_KEY", show_envvar=True,
@@ -38,7 +37,7 @@ def serve(
     """Serve the REST API (v1, OpenAPI page at /docs) and the web page (/) on one loaded model and the gallery
     the CLI uses. Ctrl-C stops it."""
     from ..errors import FaceverifyError
-    from ..gallery import default_gallery_path
+    from ..gallery import gallery_location
 
     try:
         from ..service import ServiceConfig, serve as run_service
@@ -48,7 +47,7 @@ def serve(
 
     mib = 1024 * 1024
     config = ServiceConfig(
-        gallery=gallery or default_gallery_path(), host=host, port=port,
+        gallery=gallery_location(gallery), host=host, port=port,
         api_keys=[api_key] if api_key else [], read_keys=[read_key] if read_key else [],
         max_body=int(max_body_mb * mib), max_image_bytes=int(max_image_mb * mib), max_pixels=max_pixels,
         queue_size=queue_size, batch_images=batch, keep_unknown=keep_unknown, webhooks=list(webhook or []),

@@ -1,4 +1,7 @@
-"""The gallery: enrolled identities in SQLite (the durable truth) and a FAISS search index derived from it.
+"""The gallery: enrolled identities in SQLite (the durable truth) and a FAISS search index derived from it; or,
+for a ``postgresql://`` location, the same interface on PostgreSQL + pgvector (:mod:`.postgres`).
+:func:`open_gallery` picks the store from the location; both share :mod:`.base`, the name policy and the
+records, and decide alike. What follows describes the SQLite store.
 
 Durability and concurrency
     Every command (enroll, remove, rename) is one ``BEGIN IMMEDIATE`` transaction in a WAL-mode database with
@@ -52,7 +55,8 @@ A ``Gallery`` object belongs to one thread; open one per thread or process.
 Modules, from the bottom up: ``names`` (the name policy), ``records`` (what goes in and comes out), ``store``
 (SQLite), ``index`` (FAISS, and the tunables named above but ``SAVE_EVERY``), ``sync`` (the index kept in step
 with SQLite; ``SAVE_EVERY``), ``ranking`` (index hits to identities); this module holds the :class:`Gallery`
-that ties them together.
+that ties them together. ``pgstore`` (connection, schema) and ``postgres`` are the PostgreSQL store, ``migrate``
+copies a gallery between any two locations.
 """
 
 from __future__ import annotations
@@ -61,18 +65,23 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..decision import identity_templates
 from ..errors import ConflictError, GalleryError
+from .base import GalleryBase, rank_templates
 from .index import SearchIndex
 from .names import name_skeleton, validate_name
+from .pgstore import is_database_url
 from .ranking import rank
 from .records import Enrolment, Identity, enrolment_row
 from .store import Store, database_error, db_errors
 from .sync import GalleryIndexWarning, build_index, catch_up, load_saved_index, needs_saving, save_index
+
+if TYPE_CHECKING:
+    from .postgres import PostgresGallery
 
 __all__ = [
     "Enrolment",
@@ -80,23 +89,53 @@ __all__ = [
     "GalleryIndexWarning",
     "Identity",
     "default_gallery_path",
+    "gallery_exists",
+    "gallery_location",
+    "is_database_url",
+    "open_gallery",
     "name_skeleton",
     "validate_name",
 ]
 
 
-def default_gallery_path() -> Path:
-    """``$FACEVERIFY_GALLERY`` or ``gallery.sqlite`` in the user's data directory."""
+def default_gallery_path() -> Path | str:
+    """``$FACEVERIFY_GALLERY`` (a path, or a ``postgresql://`` URL) or ``gallery.sqlite`` in the user's data
+    directory."""
     env = os.environ.get("FACEVERIFY_GALLERY")
     if env:
-        return Path(env)
+        return gallery_location(env)
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("faceverify")) / "gallery.sqlite"
 
 
-class Gallery:
-    """A gallery file. Every write is one transaction, so a command is applied whole or not at all."""
+def gallery_location(location: str | Path | None) -> Path | str:
+    """A gallery location as given (``--gallery``): a ``postgresql://`` URL stays text, anything else is an
+    SQLite file path; None is the default location."""
+    if location is None or location == "":
+        return default_gallery_path()
+    return location if is_database_url(location) else Path(location)
+
+
+def gallery_exists(location: str | Path) -> bool:
+    """Whether there is a gallery to read at ``location`` (a database URL is only known once connected)."""
+    return is_database_url(location) or Path(location).exists()
+
+
+def open_gallery(location: str | Path | None, model_id: str | None = None, embedding_size: int | None = None,
+                 create: bool = True) -> "Gallery | PostgresGallery":
+    """The gallery at ``location``: the PostgreSQL store for a ``postgresql://`` URL, else the SQLite file
+    (``model_id`` None: any model). ``create=False`` refuses a database without a gallery."""
+    location = gallery_location(location)
+    if is_database_url(location):
+        from .postgres import PostgresGallery
+
+        return PostgresGallery(str(location), model_id, embedding_size, create=create)
+    return Gallery(location, model_id, embedding_size)
+
+
+class Gallery(GalleryBase):
+    """A gallery file (the SQLite store). Every write is one transaction: a command is applied whole or not at all."""
 
     def __init__(self, path: str | Path, model_id: str | None = None, embedding_size: int | None = None):
         self.path = Path(path)
@@ -136,18 +175,7 @@ class Gallery:
             self._index = None
             self._store.close()
 
-    def __enter__(self) -> "Gallery":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- writes ------------------------------------------------------------------------------------------
-
-    def enroll(self, name: str, items: Sequence[Enrolment]) -> int:
-        """Add embeddings to ``name`` (created if new); returns how many were new. Re-enrolling the same face
-        of the same file is a no-op."""
-        return sum(self.enroll_many([(name, items)]).values())
 
     @db_errors
     def enroll_many(self, batch: Iterable[tuple[str, Sequence[Enrolment]]]) -> dict[str, int]:
@@ -266,23 +294,15 @@ class Gallery:
     @db_errors
     def search(self, queries: np.ndarray, k: int = 32) -> list[list[tuple[str, float]]]:
         """For each query, identities ranked by their best-matching embedding's cosine similarity."""
-        queries = self._queries(queries)
+        queries = self.check_queries(queries)
         return rank(self._store, self._current_index(), queries, k)
 
     @db_errors
     def search_templates(self, queries: np.ndarray, k: int = 32) -> list[list[tuple[str, float]]]:
         """For each query, identities ranked by the cosine similarity of their template: the renormalised mean
         of their normalised embeddings (exact search; the stored embeddings stay the truth)."""
-        queries = self._queries(queries)
-        names, matrix = self._current_templates()
-        sims = queries @ matrix.T
-        k = max(1, min(k, len(names)))
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out = []
-        for row, cols in zip(sims, top):
-            cols = cols[np.argsort(-row[cols], kind="stable")]
-            out.append([(names[j], float(row[j])) for j in cols])
-        return out
+        queries = self.check_queries(queries)
+        return rank_templates(queries, *self._current_templates(), k)
 
     @db_errors
     def template_sizes(self) -> list[int]:
@@ -290,16 +310,9 @@ class Gallery:
         rows = self._store.db.execute("SELECT COUNT(*) FROM embeddings GROUP BY identity_id").fetchall()
         return [int(n) for (n,) in rows]
 
-    def _queries(self, queries: np.ndarray) -> np.ndarray:
-        """``queries`` as a contiguous float32 N x D array of the gallery's size, else GalleryError."""
-        queries = np.ascontiguousarray(np.asarray(queries, np.float32))
-        if queries.ndim != 2 or not np.isfinite(queries).all():
-            raise GalleryError("query embeddings must be a finite N x D array")
-        self.require_entries()
-        dim = self._store.dim()
-        if queries.shape[1] != dim:
-            raise GalleryError(f"query embeddings have size {queries.shape[1]}, the gallery holds size {dim}")
-        return queries
+    def dim(self) -> int:
+        """The gallery's embedding size (else the one it was opened with); raises if there is none."""
+        return self._store.dim()
 
     def _current_templates(self) -> tuple[list[str], np.ndarray]:
         """The identity templates as of the database's last write, recomputed only after a write."""

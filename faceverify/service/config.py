@@ -24,7 +24,7 @@ class ServiceConfig:
     each decided track and each track end as JSON.
     """
 
-    gallery: Path
+    gallery: Path | str  # a file, or a postgresql:// URL (without its password: /v1/health shows it)
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: list[str] = field(default_factory=list)
@@ -40,7 +40,15 @@ class ServiceConfig:
     webhooks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.gallery = Path(self.gallery)
+        from ..gallery import gallery_location, is_database_url
+        from ..gallery.pgstore import redact
+
+        self.gallery = gallery_location(self.gallery)
+        if is_database_url(self.gallery) and redact(str(self.gallery)) != self.gallery:
+            raise FaceverifyError(
+                "serve: give the PostgreSQL password in PGPASSWORD or ~/.pgpass, not in the --gallery URL "
+                "(the service shows its gallery to anyone at /v1/health)"
+            )
         self.api_keys = [k for k in self.api_keys if k]
         self.read_keys = [k for k in self.read_keys if k]
         for key in self.api_keys + self.read_keys:

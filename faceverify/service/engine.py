@@ -22,7 +22,7 @@ import numpy as np
 
 from ..api import FaceVerifier
 from ..detect import FaceChoice
-from ..gallery import Gallery
+from ..gallery import Gallery, gallery_location
 from ..pipeline import FaceEmbedding
 from .config import ServiceConfig
 from .errors import ApiError
@@ -55,9 +55,9 @@ def _settle(future: asyncio.Future, result: Any, error: BaseException | None) ->
 class Engine:
     """The shared verifier, its batching model worker and the gallery thread."""
 
-    def __init__(self, verifier: FaceVerifier, gallery_path: Path, queue_size: int = 64, batch_images: int = 16):
+    def __init__(self, verifier: FaceVerifier, gallery_path: Path | str, queue_size: int = 64, batch_images: int = 16):
         self.verifier = verifier
-        self.gallery_path = Path(gallery_path)
+        self.gallery_path = gallery_location(gallery_path)  # a file, or a postgresql:// URL
         self.batch_images = batch_images
         self.batches = self.batched_images = 0
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)

@@ -7,6 +7,7 @@ crops."""
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,15 @@ def jpeg(bgr: np.ndarray, quality: int = 85) -> bytes:
 
 
 class Thumbnails:
-    def __init__(self, gallery_path: Path):
+    def __init__(self, gallery_path: Path | str):
+        from ..gallery import is_database_url
+
+        if is_database_url(gallery_path):  # a database gallery: kept in the user data dir, one folder per URL
+            from platformdirs import user_data_dir
+
+            key = hashlib.sha256(str(gallery_path).encode()).hexdigest()[:16]
+            self.dir = Path(user_data_dir("faceverify")) / f"postgres-{key}.faces"
+            return
         gallery_path = Path(gallery_path)
         self.dir = gallery_path.with_name(gallery_path.name + ".faces")
 

@@ -1,0 +1,87 @@
+"""Copying a gallery between stores (SQLite <-> PostgreSQL, or file to file), verified by counts and checksums.
+
+The copy goes through the stores' own ``enroll_many`` (a transaction per ``BATCH`` identities), so the target's
+model check and name policy apply, and re-enrolling a face already there is a no-op: a copy cut short is
+finished by running it again. A target enrolled with another model (or embedding size) is refused before
+anything is written. Afterwards every source embedding (identity, source hash, box, vector bytes) must be in
+the target, checked by a sha256 over the sorted records of both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..errors import ConflictError, GalleryError
+from .records import Enrolment
+
+BATCH = 500
+"""Identities written per transaction."""
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    identities: int
+    embeddings: int
+    added: int
+    checksum: str
+
+
+def _records(gallery: Any, names: set[str] | None = None) -> list[tuple[str, str, str, bytes]]:
+    """(name, source hash, box, vector bytes) of every embedding (of ``names`` only, when given), sorted."""
+    rows = [
+        (name, str(meta["source_sha256"]), str(meta["box"] or ""), np.asarray(vec, np.float32).tobytes())
+        for name, vec, meta in gallery.iter_vectors()
+        if names is None or name in names
+    ]
+    return sorted(rows)
+
+
+def checksum(records: Iterable[tuple[str, str, str, bytes]]) -> str:
+    digest = hashlib.sha256()
+    for name, sha, box, blob in records:
+        for part in (name.encode(), sha.encode(), box.encode(), blob):
+            digest.update(len(part).to_bytes(8, "little") + part)
+    return digest.hexdigest()
+
+
+def _box(text: str | None) -> list[float] | None:
+    return [float(v) for v in text.split(",")] if text else None
+
+
+def migrate(source: Any, open_target: Callable[[str, int], Any],
+            progress: Callable[[int], None] | None = None) -> MigrationReport:
+    """Copy every identity of ``source`` (an open gallery) into ``open_target(model_id, dim)`` (which opens the
+    target for that model, refusing another); returns counts and the checksum both sides agree on."""
+    model_id = source.stored_model_id
+    if model_id is None or source.embedding_count() == 0:
+        raise ConflictError(f"{source.path}: the gallery is empty (nothing to migrate)")
+    dim = source.dim()
+    wanted = _records(source)
+    with open_target(model_id, dim) as target:
+        stored = target.stored_model_id
+        if stored is not None and stored != model_id:
+            raise ConflictError(f"{target.path}: gallery was enrolled with model {stored}, not {model_id}")
+        people: dict[str, list[Enrolment]] = {}
+        for name, vec, meta in source.iter_vectors():
+            people.setdefault(name, []).append(
+                Enrolment(vec, str(meta["source"]), str(meta["source_sha256"]), _box(meta["box"]))
+            )
+        items = list(people.items())
+        added = 0
+        for start in range(0, len(items), BATCH):
+            added += sum(target.enroll_many(items[start : start + BATCH]).values())
+            if progress is not None:
+                progress(len(items[start : start + BATCH]))
+        wanted_set = set(wanted)
+        arrived = [r for r in _records(target, set(people)) if r in wanted_set]  # read back from the target
+        if len(arrived) != len(wanted) or checksum(arrived) != checksum(wanted):
+            missing = sorted(wanted_set - set(arrived))
+            first = f" (first: identity {missing[0][0]!r}, source hash {missing[0][1]})" if missing else ""
+            raise GalleryError(
+                f"{target.path}: verification failed: {len(arrived)} of {len(wanted)} embeddings arrived{first}"
+            )
+    return MigrationReport(len(people), len(wanted), added, checksum(wanted))

@@ -1,0 +1,173 @@
+"""The PostgreSQL store's connection and schema: one-line errors for what goes wrong when connecting, the
+pgvector extension, the tables and their schema version.
+
+Tables (prefixed ``faceverify_`` so that a gallery can live in a database that holds other things):
+``faceverify_meta`` (key -> value: ``schema_version``, ``generation`` (bumped by every write, which also makes
+it the row every writer locks first), ``model_id``, ``embedding_size``), ``faceverify_identities`` (name
+unique, skeleton, timestamps) and ``faceverify_embeddings`` (``vector(dim)``, source, its sha256, box, model id,
+timestamp; unique per identity, source hash and box; an HNSW index with ``vector_cosine_ops``). The embeddings
+table is created by the first enrolment, which fixes the dimension.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..errors import GalleryError
+
+SCHEMA_VERSION = 1
+"""The PostgreSQL store's own schema version (``faceverify_meta.schema_version``)."""
+MIGRATIONS: dict[int, str] = {}
+"""SQL that takes a schema from version N to N + 1 (none yet)."""
+CONNECT_TIMEOUT_S = 10
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+SETUP_LOCK = 0x66766731  # pg_advisory_xact_lock key: one process creates the tables, others then see them
+INSTALL_HINT = (
+    "install pgvector on the server (Debian/Ubuntu: apt install postgresql-16-pgvector, matching the server's "
+    "major version; others: https://github.com/pgvector/pgvector#installation), then run CREATE EXTENSION vector "
+    "in this database as a superuser"
+)
+
+_IDENTITIES = """
+CREATE TABLE IF NOT EXISTS faceverify_identities (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    skeleton TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS faceverify_identities_skeleton ON faceverify_identities(skeleton)
+"""
+
+_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS faceverify_embeddings (
+    id BIGSERIAL PRIMARY KEY,
+    identity_id BIGINT NOT NULL REFERENCES faceverify_identities(id) ON DELETE CASCADE,
+    vector vector({dim}) NOT NULL,
+    source TEXT NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    box TEXT NOT NULL DEFAULT '',
+    model_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (identity_id, source_sha256, box)
+);
+CREATE INDEX IF NOT EXISTS faceverify_embeddings_identity ON faceverify_embeddings(identity_id);
+CREATE INDEX IF NOT EXISTS faceverify_embeddings_hnsw ON faceverify_embeddings
+    USING hnsw (vector vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})
+"""
+
+
+def is_database_url(location: object) -> bool:
+    """Whether a gallery location names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return isinstance(location, str) and location.lower().startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    url = re.sub(r"(://[^/@:]*):[^/@]+@", r"\1:***@", url)
+    return re.sub(r"(?i)(password=)[^&]+", r"\1***", url)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first meaningful line of a driver message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def import_driver() -> Any:
+    try:
+        import psycopg
+        from pgvector.psycopg import register_vector  # noqa: F401
+    except ImportError as exc:
+        raise GalleryError(
+            f"a PostgreSQL gallery needs psycopg 3 and pgvector ({exc}): pip install 'faceverify[postgres]'"
+        ) from None
+    return psycopg
+
+
+def connection_error(where: str, exc: BaseException) -> GalleryError:
+    """The GalleryError for a failed connection: refused login, missing database, or an unreachable server."""
+    text = " ".join(str(exc).split())
+    if "password authentication failed" in text or "no password supplied" in text or "authentication failed" in text:
+        return GalleryError(f"{where}: the PostgreSQL server refused the login (wrong user or password)")
+    found = re.search(r'database "[^"]*" does not exist', text)
+    if found:
+        return GalleryError(f"{where}: {found.group(0)} (create it first: createdb NAME)")
+    if "invalid" in text.lower() and ("dsn" in text.lower() or "uri" in text.lower() or "connection option" in text):
+        return GalleryError(f"{where}: not a valid PostgreSQL URL ({one_line(exc)})")
+    reason = re.sub(r"^connection failed: ", "", one_line(exc))
+    return GalleryError(f"{where}: cannot reach the PostgreSQL server ({reason})")
+
+
+def connect(url: str, where: str) -> Any:
+    """An autocommit connection with pgvector's types registered; raises GalleryError."""
+    psycopg = import_driver()
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                               application_name="faceverify")
+    except (psycopg.Error, ValueError) as exc:
+        raise connection_error(where, exc) from None
+    return conn
+
+
+def register(conn: Any) -> None:
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+
+
+def ensure_extension(conn: Any, where: str) -> None:
+    """pgvector enabled in the database (created when the user may); else a GalleryError saying how."""
+    psycopg = import_driver()
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return
+    if not conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone():
+        raise GalleryError(f"{where}: the server has no pgvector extension; {INSTALL_HINT}")
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.errors.InsufficientPrivilege:
+        raise GalleryError(
+            f"{where}: the pgvector extension is not enabled in this database and this user may not enable it; "
+            "ask an administrator to run CREATE EXTENSION vector in it"
+        ) from None
+
+
+def ensure_schema(conn: Any, where: str, create: bool) -> None:
+    """The meta and identities tables at the current schema version (created when ``create``); raises
+    GalleryError for another program's tables, a newer schema version or, without ``create``, no gallery."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
+        exists = conn.execute("SELECT to_regclass('faceverify_meta')").fetchone()[0] is not None
+        if not exists:
+            if not create:
+                raise GalleryError(f"{where}: no gallery here (enroll someone first)")
+            conn.execute("CREATE TABLE faceverify_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            for stmt in filter(str.strip, _IDENTITIES.split(";")):
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO faceverify_meta(key, value) VALUES ('schema_version', %s), ('generation', '0')",
+                (str(SCHEMA_VERSION),),
+            )
+            return
+        row = conn.execute("SELECT value FROM faceverify_meta WHERE key = 'schema_version'").fetchone()
+        version = None if row is None else str(row[0])
+        if version is None or not version.isdigit():
+            raise GalleryError(f"{where}: not a faceverify gallery (schema version {version!r})")
+        if int(version) > SCHEMA_VERSION:
+            raise GalleryError(
+                f"{where}: gallery schema version {version} is newer than this faceverify reads ({SCHEMA_VERSION}); "
+                "upgrade faceverify"
+            )
+        for step in range(int(version), SCHEMA_VERSION):
+            for stmt in filter(str.strip, MIGRATIONS[step].split(";")):
+                conn.execute(stmt)
+        conn.execute("UPDATE faceverify_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def create_embeddings(conn: Any, dim: int) -> None:
+    """The embeddings table of ``dim``-d vectors and its indexes (inside the first enrolment's transaction)."""
+    for stmt in filter(str.strip, _EMBEDDINGS.format(dim=int(dim), m=HNSW_M, ef=HNSW_EF_CONSTRUCTION).split(";")):
+        conn.execute(stmt)
