@@ -392,6 +392,20 @@ def test_webhooks_retry_then_deliver_and_a_full_queue_drops():
         hooks.post({"event": "decided", "name": "Ada"})
         hooks.close(drain=5)
         assert got == [{"event": "decided", "name": "Ada"}] and hooks.stats()["sent"] == 1  # after 2 refusals
+        import socket
+
+        hang = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(8)
+        got.clear()
+        both = Webhooks([f"http://127.0.0.1:{hang.getsockname()[1]}/", url], retries=0, timeout=3)
+        both.post({"event": "ended"})
+        deadline = time.monotonic() + 2
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == [{"event": "ended"}]  # delivered while the other receiver hangs
+        both.close(drain=0)
+        hang.close()
         dead = Webhooks(["http://127.0.0.1:9/nothing"], queue_size=2, retries=1, backoff=0.05)
         for i in range(50):
             dead.post({"i": i})

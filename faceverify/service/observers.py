@@ -1,8 +1,8 @@
 """What watches the streams' decisions besides their viewers: webhooks, and the unknown faces kept to name later.
 
 Webhooks: each decided track (named or unknown) and each track end is posted as JSON to every ``--webhook``
-URL by one sender thread, with retries (exponential back-off) and a bounded queue; when the queue is full new
-events are dropped and counted rather than slowing the video down.
+URL, by one sender thread per URL with retries (exponential back-off) and a bounded queue; when a queue is full
+new events for that URL are dropped and counted rather than slowing the video (or the other URLs) down.
 
 Unknown faces: with ``--keep-unknown N`` the service keeps, for each of the last N tracks that it could not
 name, the face crop with the largest face seen while the track was unknown; the page shows them, and naming one
@@ -29,42 +29,36 @@ from .uploads import face_crop, jpeg
 log = logging.getLogger("faceverify.service")
 
 
-class Webhooks:
-    """Posts JSON events to URLs from a background thread; ``sent``, ``failed`` and ``dropped`` count them."""
+class _Hook:
+    """One URL's sender: its own bounded queue and thread, so that a slow or dead receiver delays only itself."""
 
-    def __init__(self, urls: list[str], queue_size: int = 1000, retries: int = 3, backoff: float = 0.5,
-                 timeout: float = 5.0):
-        self.urls = list(urls)
+    def __init__(self, url: str, queue_size: int, retries: int, backoff: float, timeout: float):
+        self.url = url
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.sent = self.failed = self.dropped = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
-        self._thread = None
-        if self.urls:
-            self._thread = threading.Thread(target=self._loop, name="faceverify-webhooks", daemon=True)
-            self._thread.start()
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="faceverify-webhook", daemon=True)
+        self.thread.start()
 
-    def post(self, payload: dict) -> None:
-        if not self.urls:
-            return
+    def put(self, body: bytes) -> None:
         try:
-            self._queue.put_nowait(json.dumps(payload).encode())
+            self.queue.put_nowait(body)
         except queue.Full:
             self.dropped += 1
 
     def _loop(self) -> None:
         while True:
-            body = self._queue.get()
-            if body is None:
-                return
+            body = self.queue.get()
             try:
-                for url in self.urls:
-                    self._deliver(url, body)
+                if body is None:
+                    return
+                self._deliver(body)
             finally:
-                self._queue.task_done()
+                self.queue.task_done()
 
-    def _deliver(self, url: str, body: bytes) -> None:
-        request = urllib.request.Request(url, data=body, method="POST",
+    def _deliver(self, body: bytes) -> None:
+        request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "faceverify"})
         for attempt in range(self.retries + 1):
             try:
@@ -74,28 +68,47 @@ class Webhooks:
                         return
             except (urllib.error.URLError, OSError, ValueError):
                 pass
-            if attempt < self.retries and self._stop.wait(self.backoff * 2 ** attempt):
+            if attempt < self.retries and self.stop.wait(self.backoff * 2 ** attempt):
                 break
         self.failed += 1
-        log.warning("webhook %s: an event could not be delivered after %d tries", _display_url(url), attempt + 1)
+        log.warning("webhook %s: an event could not be delivered after %d tries", _display_url(self.url), attempt + 1)
+
+
+class Webhooks:
+    """Posts JSON events to URLs, one background sender per URL; ``stats()`` counts what was sent, failed after
+    every retry, or dropped because that URL's queue was full."""
+
+    def __init__(self, urls: list[str], queue_size: int = 1000, retries: int = 3, backoff: float = 0.5,
+                 timeout: float = 5.0):
+        self.urls = list(urls)
+        self.timeout = timeout
+        self._hooks = [_Hook(url, queue_size, retries, backoff, timeout) for url in self.urls]
+
+    def post(self, payload: dict) -> None:
+        if not self._hooks:
+            return
+        body = json.dumps(payload).encode()
+        for hook in self._hooks:
+            hook.put(body)
 
     def stats(self) -> dict:
-        return dict(urls=len(self.urls), sent=self.sent, failed=self.failed, dropped=self.dropped,
-                    queued=self._queue.qsize())
+        hooks = self._hooks
+        return dict(urls=len(hooks), sent=sum(h.sent for h in hooks), failed=sum(h.failed for h in hooks),
+                    dropped=sum(h.dropped for h in hooks), queued=sum(h.queue.qsize() for h in hooks))
 
     def close(self, drain: float = 2.0) -> None:
         """Deliver what is queued for up to ``drain`` seconds, then stop."""
-        if self._thread is None:
-            return
         deadline = time.monotonic() + drain
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:  # queued or being delivered
-            time.sleep(0.05)
-        self._stop.set()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        self._thread.join(timeout=self.timeout + 1)
+        while any(h.queue.unfinished_tasks for h in self._hooks) and time.monotonic() < deadline:
+            time.sleep(0.05)  # queued or being delivered
+        for hook in self._hooks:
+            hook.stop.set()
+            try:
+                hook.queue.put_nowait(None)
+            except queue.Full:
+                pass
+        for hook in self._hooks:
+            hook.thread.join(timeout=self.timeout + 1)
 
 
 def _display_url(url: str) -> str:
