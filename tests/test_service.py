@@ -70,7 +70,9 @@ def test_health_is_open_and_everything_else_needs_the_key(service, lfw_image):
     assert page.status_code == 200 and "<title>faceverify</title>" in page.text and "http" not in page.text.split(
         "<script>")[0].replace("http-equiv", "")  # no external asset
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert httpx.get(url + "/openapi.json").json()["info"]["title"] == "faceverify"
+    spec = httpx.get(url + "/openapi.json").json()
+    assert spec["info"]["title"] == "faceverify" and "/v1/identities/{name}/faces" in spec["paths"]
+    assert httpx.get(url + "/docs").status_code == 200
 
 
 def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
@@ -324,6 +326,9 @@ def test_streams_events_video_webhooks_and_unknown_faces(service_scene, verifier
                 data = b"".join(resp.iter_bytes())
             jpeg = data[data.index(b"\xff\xd8"): data.index(b"\xff\xd9") + 2]
             assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+            frame = c.get(f"/v1/streams/{sid}/frame")
+            assert frame.headers["content-type"] == "image/jpeg"
+            assert cv2.imdecode(np.frombuffer(frame.content, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
             listed = c.get("/v1/streams").json()
             assert [(s["id"], s["status"], s["frames"]) for s in listed] == [(sid, "ended", summary["frames"])]
 
