@@ -3,6 +3,8 @@ are the authors' int8 values exactly, and the importer's parity with the authors
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,53 @@ def test_parity_with_the_authors_int8_model_on_lfw_faces(name, parity_crops):
     recorded = resolve_card(name)[0].provenance["parity"]
     if check["engine"] == recorded["engine"]:
         assert abs(check["mean_cosine"] - recorded["mean_cosine"]) < 1e-3, (check, recorded)
+
+
+@pytest.fixture(scope="module")
+def dlib_geometry_cache(lfw_image, tmp_path_factory):
+    """A face cache of 6 LFW images holding only dlib-resnet-v1's crops (MTCNN, centre face)."""
+    from faceverify.detect import Detector
+    from faceverify.train.prepare import Listing, prepare, scaled_geometries
+
+    names = ["Aaron_Peirsol", "Abdullah_Gul", "Colin_Powell"]
+    files = [lfw_image(n, i) for n in names for i in (1, 2)]
+    root = files[0].parents[1]
+    listing = Listing(root, [f.relative_to(root).as_posix() for f in files], np.repeat(np.arange(3), 2), names)
+    geometry = scaled_geometries([150], "dlib-resnet-v1")
+    return prepare(listing, tmp_path_factory.mktemp("faces"), geometry, detector=Detector("cpu"))
+
+
+def test_cached_detections_are_aligned_onto_each_models_template(dlib_geometry_cache):
+    """A model whose geometry the cache lacks gets the cached MTCNN faces aligned onto its own template: what the
+    live MTCNN pipeline gives it. The score fusion's cosine is the standardised average it stands for."""
+    from faceverify.eval.cache import embed_paths
+    from faceverify.pipeline import FacePipeline
+    from faceverify.train.validate import CachedFrontEnd
+    from tools.score_fusion import FusedFrontEnd
+
+    paths = dlib_geometry_cache.absolute_paths()
+    fronts = [CachedFrontEnd(Embedder.load(m, "cpu"), [dlib_geometry_cache]) for m in ("dlib-resnet-v1", "edgeface-xxs")]
+    cached, detected = embed_paths(fronts[1], paths, "center")  # type: ignore[arg-type]
+    live, _ = embed_paths(FacePipeline("edgeface-xxs", "cpu", detector="mtcnn", backend="torch"), paths, "center")
+    assert detected.all() and (cached * live).sum(1).min() > 0.999
+    sigma = [0.05, 0.08]
+    card = dataclasses.replace(resolve_card("edgeface-xxs")[0], embedding_size=128 + 512)
+    fused = FusedFrontEnd(fronts, [1 / np.sqrt(s) for s in sigma], card)
+    vectors, _ = embed_paths(fused, paths, "center")  # type: ignore[arg-type]
+    parts = [embed_paths(f, paths, "center")[0] for f in fronts]  # type: ignore[arg-type]
+    average = sum((v @ v.T) / s for v, s in zip(parts, sigma)) / sum(1 / s for s in sigma)
+    assert np.allclose(vectors @ vectors.T, average, atol=1e-5)
+
+
+def test_lfw_variants_degrade_the_image_around_the_same_face(dlib_geometry_cache):
+    from faceverify.images import load_image
+    from tools.lfw_variants import LOW_RES_WIDTH, VARIANTS
+
+    image, box = load_image(dlib_geometry_cache.absolute_paths()[0]), dlib_geometry_cache.boxes[0]
+    grey, tight, low = (VARIANTS[v](image, box) for v in ("greyscale", "tight", "low-res"))
+    assert grey.shape == image.shape and (grey[..., 0] == grey[..., 2]).all()
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    assert tight[: max(0, y1)].max() == 0 and np.array_equal(tight[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2],
+                                                             image[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2])
+    assert low.shape == image.shape and np.abs(low.astype(int) - image).mean() > 2  # detail lost at 28 px
+    assert box[2] - box[0] > LOW_RES_WIDTH

@@ -27,6 +27,10 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     default = (REPO / "faceverify" / "models" / "DEFAULT").read_text().strip()
     assert f"faceverify/models/{default}.safetensors" in names and f"faceverify/models/{default}.json" in names
     assert f"faceverify/models/{default}.onnx" in names
+    for card_path in (REPO / "faceverify" / "models").glob("*.json"):  # every shipped model, with all its files
+        card = json.loads(card_path.read_text())
+        files = [card_path.name, card["weights"], *([card["onnx"]] if card["onnx"] else [])]
+        assert all(f"faceverify/models/{f}" in names for f in files), (card_path.name, files)
     assert "faceverify/models/detectors/yunet.onnx" in names and "faceverify/models/detectors/yunet.json" in names
     configs = sorted(p.name for p in (REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs and all(f"faceverify/configs/{c}" in names for c in configs)
