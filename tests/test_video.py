@@ -142,6 +142,10 @@ def test_live_reading_drops_frames_instead_of_queueing(tmp_path):
             time.sleep(0.12)  # a consumer slower than the 25 fps stream
     assert frames == sorted(frames) and frames[-1] >= 35
     assert source.dropped > 10 and source.dropped + len(frames) == 40 and source.end_reason == "end of file"
+    with FrameSource(str(video), realtime=True) as source:
+        time.sleep(0.6)  # getting ready (a detector loading) after opening: the stream's clock has not started
+        first = source.read()
+    assert first is not None and first[0] == 0 and source.dropped == 0
     with FrameSource(str(video)) as source:  # a file without --realtime: every frame, none dropped
         count = 0
         while source.read() is not None:

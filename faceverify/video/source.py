@@ -39,7 +39,8 @@ class FrameSource:
 
     A file is read frame by frame, none dropped. A live source (camera, URL), or a file with ``realtime``
     (read at its own frame rate), is read by a thread that keeps only the latest frame: frames arriving faster
-    than they are taken are dropped and counted in ``dropped``.
+    than they are taken are dropped and counted in ``dropped``. That thread starts at the first ``read``, so
+    the time spent getting ready (loading a detector) drops no frames.
     """
 
     def __init__(self, source: str | int, realtime: bool = False):
@@ -67,7 +68,6 @@ class FrameSource:
         self._thread: threading.Thread | None = None
         if self.live or realtime:
             self._thread = threading.Thread(target=self._reader, name="faceverify-video-reader", daemon=True)
-            self._thread.start()
 
     def _open_failure(self) -> str:
         if self.label.startswith("camera "):
@@ -119,6 +119,8 @@ class FrameSource:
             index = self._index
             self._index += 1
             return index, index / (self.fps or DEFAULT_FPS), frame
+        if self._thread.ident is None:
+            self._thread.start()
         with self._cond:
             while self._latest is None and not self._done and not self._stop.is_set():
                 self._cond.wait(0.1)
@@ -128,7 +130,7 @@ class FrameSource:
     def close(self) -> None:
         """Stop reading and release the device or file."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:
             self._thread.join(timeout=2.0)
         else:
             self._cap.release()
