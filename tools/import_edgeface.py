@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import timm
 import torch
 from safetensors.torch import save
 from torch import nn
@@ -161,9 +162,8 @@ def parity_failures(check: dict) -> list[str]:
 
 def card_for(name: str, checkpoint: str, sha256: str, architecture: str, timm_name: str, weights_sha: str,
              check: dict, old: ModelCard | None) -> ModelCard:
+    """The model card; thresholds, calibration, evaluation and ONNX export kept from ``old`` for the same weights."""
     keep = old is not None and old.weights_sha256 == weights_sha
-    import timm
-
     return ModelCard(
         name=name, architecture=architecture, input_size=INPUT_SIZE, template=ARCFACE_TEMPLATE, mean=MEAN, std=STD,
         embedding_size=EMBEDDING_SIZE, weights=f"{name}.safetensors", weights_sha256=weights_sha,
@@ -186,8 +186,8 @@ def card_for(name: str, checkpoint: str, sha256: str, architecture: str, timm_na
                         "checkpoint", faces_from="LFW pairsDevTest images (sorted), YuNet centre face, ArcFace template",
                         required=dict(mean_cosine=END_TO_END_MIN_MEAN, per_layer_mean_cosine=LAYER_MIN_MEAN),
                         why_not_0_999="the reference quantises every linear's input to int8 on each call (x86/fbgemm: "
-                        "7 bits, reduce_range); our float32 network does not, and the difference adds up over 43 "
-                        "layers; the weights themselves are the int8 values exactly"),
+                        f"7 bits, reduce_range); our float32 network does not, and the difference adds up over "
+                        f"{check['per_layer']['layers']} layers; the weights themselves are the int8 values exactly"),
             importer="python tools/import_edgeface.py",
         ),
         notes="EdgeFace (EdgeNeXt from timm with a 512-d head), the authors' int8 release dequantised to float32. "
