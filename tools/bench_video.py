@@ -147,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match", default="best", choices=["best", "template"], help="VideoSettings.match")
     ap.add_argument("--detector", default="mtcnn", choices=["mtcnn", "yunet"],
                     help="the video detector (the baseline uses it too)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for every method")
+    ap.add_argument("--threads", type=int, default=1, help="threads (torch and ONNX Runtime) for every method")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the videos here (default: a temp dir)")
     ap.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     args = ap.parse_args(argv)
     root = lfw_root(args.lfw)
     cases = args.cases.split(",")
     torch.set_num_threads(args.threads)
-    fv = FaceVerifier(device="cpu", detector=args.detector)
+    fv = FaceVerifier(device="cpu", detector=args.detector, threads=args.threads)
     maker = make_detector("yunet")  # the videos are the same whichever detector is measured
     load_before = os.getloadavg()
     rows: dict[str, list[dict]] = defaultdict(list)
