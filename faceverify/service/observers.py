@@ -71,7 +71,7 @@ class _Hook:
             if attempt < self.retries and self.stop.wait(self.backoff * 2 ** attempt):
                 break
         self.failed += 1
-        log.warning("webhook %s: an event could not be delivered after %d tries", _display_url(self.url), attempt + 1)
+        log.warning("webhook %s: an event could not be delivered after %d tries", display_url(self.url), attempt + 1)
 
 
 class Webhooks:
@@ -111,8 +111,8 @@ class Webhooks:
             hook.thread.join(timeout=self.timeout + 1)
 
 
-def _display_url(url: str) -> str:
-    """A URL without its user:password part, for messages."""
+def display_url(url: str) -> str:
+    """A URL (or a stream source) without its user:password part, for lists and messages."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url

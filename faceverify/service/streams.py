@@ -23,7 +23,7 @@ from ..api import FaceVerifier
 from ..errors import BadInputError, FaceverifyError
 from ..video import FrameResult, VideoIdentifier, VideoSettings, draw_events
 from .errors import ApiError, one_line, status_of
-from .observers import UnknownFaces, Webhooks
+from .observers import UnknownFaces, Webhooks, display_url
 
 log = logging.getLogger("faceverify.service")
 
@@ -31,15 +31,6 @@ BACKLOG = 5000
 """Events kept per stream for subscribers that connect late or reconnect (``Last-Event-ID``)."""
 START_TIMEOUT = 120.0
 """Seconds a start waits for the source to open and the video detector to load."""
-
-
-def display_source(source: str) -> str:
-    """The source as shown in lists and messages: a URL without its user:password part."""
-    scheme, sep, rest = source.partition("://")
-    if not sep:
-        return source
-    host, slash, path = rest.partition("/")
-    return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
 
 
 def check_source(source: str) -> None:
@@ -125,7 +116,7 @@ class Stream:
     def _fail(self, message: str, log_it: bool = True) -> None:
         self.error, self.status = message, "failed"
         if log_it:
-            log.error("stream %d (%s): %s", self.id, display_source(self.source), message)
+            log.error("stream %d (%s): %s", self.id, display_url(self.source), message)
         self._ready.set()
         self.finished.set()
 
@@ -176,7 +167,7 @@ class Stream:
 
     def describe(self) -> dict:
         run = self._run
-        return dict(id=self.id, source=display_source(self.source), status=self.status, realtime=self.realtime,
+        return dict(id=self.id, source=display_url(self.source), status=self.status, realtime=self.realtime,
                     frames=run.frames if run is not None else 0,
                     dropped=run.source.dropped if run is not None else 0, error=self.error,
                     summary=self.summary)
@@ -224,7 +215,7 @@ class StreamManager:
                 self._streams.pop(ident, None)
             stream.stop()
             if stream.error is None:
-                raise ApiError(504, f"{display_source(source)}: did not start within {START_TIMEOUT:.0f} s")
+                raise ApiError(504, f"{display_url(source)}: did not start within {START_TIMEOUT:.0f} s")
             raise ApiError(stream.error_status, stream.error)
         return stream
 
