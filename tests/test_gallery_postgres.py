@@ -79,6 +79,29 @@ with open(progress, "a") as log:
         log.flush()
 """
 
+SEARCHER = COMMON + """
+import json, os
+from faceverify.errors import GalleryError
+g = open_gallery(url, MODEL, DIM)
+counts, errors, n = dict(right=0, wrong=0, failed=0, right_after_restart=0), [], 0
+while not os.path.exists(stop):
+    n += 1
+    try:
+        name = top(g, vec(n % 20))
+    except GalleryError as exc:
+        counts["failed"] += 1
+        errors.append(str(exc))
+        continue
+    except Exception as exc:
+        errors.append("not a GalleryError: " + repr(exc))
+        continue
+    right = name == f"id{n % 20}"
+    counts["right" if right else "wrong"] += 1
+    counts["right_after_restart"] += right and os.path.exists(restarted)
+with open(report, "w") as fh:
+    json.dump(dict(counts=counts, errors=errors[:50]), fh)
+"""
+
 shared: dict = {}
 exec(COMMON, shared)
 vec, items, top = shared["vec"], shared["items"], shared["top"]
@@ -203,6 +226,31 @@ def test_a_lost_connection_is_an_error_then_a_reconnect_never_a_wrong_answer(url
         with pytest.raises(GalleryError, match="lost the connection"):
             g.search(vec(8)[None, :])
         assert top(g, vec(8)) == "id8"  # the next call connects again
+
+
+def test_server_restarted_under_a_searching_process(url, postgres, tmp_path):
+    """The server restarts while another process searches in a loop (as identify --source does between frames):
+    each search is right or a one-line GalleryError, never a wrong answer, and searches work again after."""
+    if postgres.server is None:
+        pytest.skip("needs the pgserver-started server (to restart it)")
+    import pgserver
+
+    with open_gallery(url, MODEL, DIM) as g:
+        g.enroll_many([(f"id{i}", items([i])) for i in range(20)])
+    stop, restarted, report = tmp_path / "stop", tmp_path / "restarted", tmp_path / "report.json"
+    proc = _start(SEARCHER, url=url, stop=stop, restarted=restarted, report=report)
+    time.sleep(1.0)
+    pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=postgres.data_dir, user=postgres.server.system_user)
+    restarted.touch()
+    time.sleep(1.5)
+    stop.touch()
+    proc.join(60)
+    assert proc.exitcode == 0
+    seen = json.loads(report.read_text())
+    counts = seen["counts"]
+    assert counts["wrong"] == 0 and counts["right"] > 0 and counts["right_after_restart"] > 0, counts
+    assert all("\n" not in e and e.startswith("postgresql://") and "not a GalleryError" not in e for e in seen["errors"])
+    print(f"postgres restart under a searching process: {counts}; first error: {seen['errors'][:1]}")
 
 
 # -- errors ------------------------------------------------------------------------------------------------
