@@ -36,7 +36,7 @@ from .base import GalleryBase, rank_templates
 from .names import collapse_name, name_skeleton, validate_name
 from .pgstore import (connect, create_embeddings, ensure_extension, ensure_schema, import_driver, one_line, redact,
                       register)
-from .records import Enrolment, Identity, enrolment_row
+from .records import Enrolment, Identity, check_model, enrolment_row
 
 EF_SEARCH = 100
 """The least HNSW candidate list a search uses (pgvector returns at most ``hnsw.ef_search`` rows)."""
@@ -102,15 +102,7 @@ class PostgresGallery(GalleryBase):
         ensure_extension(self._conn, self.path)
         register(self._conn)
         ensure_schema(self._conn, self.path, create)
-        stored = self._meta("model_id")
-        if stored is not None and self.model_id is not None and stored != self.model_id:
-            raise ConflictError(
-                f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}; "
-                "embeddings of different models are never mixed (use another --gallery or --model)"
-            )
-        size = self._meta("embedding_size")
-        if stored is not None and self.embedding_size is not None and size != str(self.embedding_size):
-            raise ConflictError(f"{self.path}: gallery holds {size}-d embeddings, not {self.embedding_size}-d")
+        check_model(self.path, self._meta("model_id"), self._meta("embedding_size"), self.model_id, self.embedding_size)
 
     def close(self) -> None:
         self._conn.close()

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import GalleryError
+from ..errors import ConflictError, GalleryError
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,16 @@ def enrolment_row(item: Enrolment, embedding_size: int | None) -> tuple[bytes, s
         raise GalleryError(f"embedding of {item.source} is empty or not finite")
     box = "" if item.box is None else ",".join(f"{float(v):.1f}" for v in item.box)
     return vec.tobytes(), str(item.source), str(item.source_sha256), box
+
+
+def check_model(location: object, stored: str | None, size: str | None, model_id: str | None,
+                embedding_size: int | None) -> None:
+    """ConflictError unless a gallery that holds embeddings of model ``stored`` (``size``-d) may be used with
+    ``model_id`` / ``embedding_size`` (None: any)."""
+    if stored is not None and model_id is not None and stored != model_id:
+        raise ConflictError(
+            f"{location}: gallery was enrolled with model {stored}, not {model_id}; "
+            "embeddings of different models are never mixed (use another --gallery or --model)"
+        )
+    if stored is not None and embedding_size is not None and size != str(embedding_size):
+        raise ConflictError(f"{location}: gallery holds {size}-d embeddings, not {embedding_size}-d")

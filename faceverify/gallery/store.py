@@ -12,6 +12,7 @@ import numpy as np
 from .._util import chunked, placeholders
 from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .names import collapse_name, name_skeleton
+from .records import check_model
 
 SCHEMA_VERSION = 2
 BUSY_MS = 60_000
@@ -143,15 +144,7 @@ class Store:
         self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def _check_model(self) -> None:
-        stored = self.meta("model_id")
-        if stored is not None and self.model_id is not None and stored != self.model_id:
-            raise ConflictError(
-                f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}; "
-                "embeddings of different models are never mixed (use another --gallery or --model)"
-            )
-        size = self.meta("embedding_size")
-        if stored is not None and self.embedding_size is not None and size != str(self.embedding_size):
-            raise ConflictError(f"{self.path}: gallery holds {size}-d embeddings, not {self.embedding_size}-d")
+        check_model(self.path, self.meta("model_id"), self.meta("embedding_size"), self.model_id, self.embedding_size)
 
     def close(self) -> None:
         self.db.close()
