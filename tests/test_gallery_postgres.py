@@ -216,6 +216,31 @@ def test_search_equals_exact_search(url, tmp_path):
         assert sorted(g.template_sizes()) == sorted(lite.template_sizes()) == [4] * 300
 
 
+def _has_search_index(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url) as con:
+        return con.execute("SELECT to_regclass('faceverify_embeddings_hnsw')").fetchone()[0] is not None
+
+
+def test_bulk_loading_builds_the_index_once_at_the_end(url):
+    """Into an empty gallery, a bulk load goes in without the HNSW index (searches meanwhile are exact) and
+    builds it at the end; into a gallery with embeddings and its index, nothing is dropped."""
+    people = [(f"id{i}", items(range(10 * i, 10 * i + 3))) for i in range(200)]
+    with open_gallery(url, MODEL, DIM) as g:
+        with g.bulk_loading():
+            g.enroll_many(people[:100])
+            assert not _has_search_index(url)
+            assert top(g, vec(71)) == "id7"
+            g.enroll_many(people[100:])
+        assert _has_search_index(url)
+        assert [top(g, vec(10 * i + 1)) for i in range(0, 200, 7)] == [f"id{i}" for i in range(0, 200, 7)]
+        with g.bulk_loading():
+            g.enroll("late", items([5000]))
+            assert _has_search_index(url)
+        assert top(g, vec(5000)) == "late" and g.embedding_count() == 601
+
+
 def test_a_lost_connection_is_an_error_then_a_reconnect_never_a_wrong_answer(url, postgres):
     with open_gallery(url, MODEL, DIM) as g:
         g.enroll_many([(f"id{i}", items([i])) for i in range(20)])
@@ -335,6 +360,7 @@ def test_migrate_sqlite_to_postgres_and_back(url, tmp_path, postgres):
         expected = [(n, v.tobytes(), m["source"], m["source_sha256"], m["box"]) for n, v, m in g.iter_vectors()]
     assert run(["gallery", "migrate", str(lite), url]) == 0
     assert run(["gallery", "migrate", str(lite), url]) == 0  # again: nothing new, still verified
+    assert _has_search_index(url)  # built after the copy into the empty gallery
     assert run(["gallery", "migrate", url, str(back)]) == 0
     for where in (url, back):
         with open_gallery(where, MODEL, DIM) as g:

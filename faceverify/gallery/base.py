@@ -3,7 +3,8 @@ the template ranking, so that the SQLite and the PostgreSQL stores decide alike.
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -21,6 +22,12 @@ class GalleryBase:
         """Add embeddings to ``name`` (created if new); returns how many were new. Re-enrolling the same face
         of the same file is a no-op."""
         return sum(self.enroll_many([(name, items)]).values())  # type: ignore[attr-defined]
+
+    @contextmanager
+    def bulk_loading(self) -> Iterator[None]:
+        """Many ``enroll_many`` calls to come (a migration, a bulk import): a store may defer its search index
+        until the end. The SQLite store needs nothing: its index catches up on the next search."""
+        yield
 
     def __enter__(self):
         return self

@@ -1,7 +1,8 @@
 """Copying a gallery between stores (SQLite <-> PostgreSQL, or file to file), verified by counts and checksums.
 
-The copy goes through the stores' own ``enroll_many`` (a transaction per ``BATCH`` identities), so the target's
-model check and name policy apply, and re-enrolling a face already there is a no-op: a copy cut short is
+The copy goes through the stores' own ``enroll_many`` (a transaction per ``BATCH`` identities) inside the
+target's ``bulk_loading`` (PostgreSQL: an empty target gets its HNSW index built once, after the copy), so the
+target's model check and name policy apply, and re-enrolling a face already there is a no-op: a copy cut short is
 finished by running it again. A target enrolled with another model (or embedding size) is refused before
 anything is written. Afterwards every source embedding (identity, source hash, box, vector bytes) must be in
 the target, checked by a sha256 over the sorted records of both sides.
@@ -72,10 +73,11 @@ def migrate(source: Any, open_target: Callable[[str, int], Any],
             )
         items = list(people.items())
         added = 0
-        for start in range(0, len(items), BATCH):
-            added += sum(target.enroll_many(items[start : start + BATCH]).values())
-            if progress is not None:
-                progress(len(items[start : start + BATCH]))
+        with target.bulk_loading():  # PostgreSQL: into an empty gallery, the HNSW index is built once at the end
+            for start in range(0, len(items), BATCH):
+                added += sum(target.enroll_many(items[start : start + BATCH]).values())
+                if progress is not None:
+                    progress(len(items[start : start + BATCH]))
         wanted_set = set(wanted)
         arrived = [r for r in _records(target, set(people)) if r in wanted_set]  # read back from the target
         if len(arrived) != len(wanted) or checksum(arrived) != checksum(wanted):

@@ -22,6 +22,11 @@ MIGRATIONS: dict[int, str] = {}
 """SQL that takes a schema from version N to N + 1 (none yet)."""
 CONNECT_TIMEOUT_S = 10
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
+HNSW_BYTES_PER_ROW = 1280
+"""Memory an HNSW graph element takes during a build beyond its vector (layer-0 neighbours of m = 16, upper
+layers, bookkeeping; with a margin)."""
+BUILD_MEMORY_MAX = 8 * 2**30
+"""The most ``maintenance_work_mem`` an index build asks for (8 GiB holds the graph of ~4M 128-d rows)."""
 SETUP_LOCK = 0x66766731  # pg_advisory_xact_lock key: one process creates the tables, others then see them
 INSTALL_HINT = (
     "install pgvector on the server (Debian/Ubuntu: apt install postgresql-16-pgvector, matching the server's "
@@ -52,9 +57,13 @@ CREATE TABLE IF NOT EXISTS faceverify_embeddings (
     created_at DOUBLE PRECISION NOT NULL,
     UNIQUE (identity_id, source_sha256, box)
 );
-CREATE INDEX IF NOT EXISTS faceverify_embeddings_identity ON faceverify_embeddings(identity_id);
-CREATE INDEX IF NOT EXISTS faceverify_embeddings_hnsw ON faceverify_embeddings
-    USING hnsw (vector vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})
+CREATE INDEX IF NOT EXISTS faceverify_embeddings_identity ON faceverify_embeddings(identity_id)
+"""
+
+HNSW_INDEX = "faceverify_embeddings_hnsw"
+_HNSW = f"""
+CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON faceverify_embeddings
+    USING hnsw (vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})
 """
 
 
@@ -169,5 +178,18 @@ def ensure_schema(conn: Any, where: str, create: bool) -> None:
 
 def create_embeddings(conn: Any, dim: int) -> None:
     """The embeddings table of ``dim``-d vectors and its indexes (inside the first enrolment's transaction)."""
-    for stmt in filter(str.strip, _EMBEDDINGS.format(dim=int(dim), m=HNSW_M, ef=HNSW_EF_CONSTRUCTION).split(";")):
+    for stmt in filter(str.strip, _EMBEDDINGS.format(dim=int(dim)).split(";")):
         conn.execute(stmt)
+    conn.execute(_HNSW)
+
+
+def build_search_index(conn: Any, dim: int) -> None:
+    """Build the HNSW index if it is missing (after a bulk load), inside the caller's transaction: with
+    ``maintenance_work_mem`` raised so that the graph fits in memory (pgvector builds much slower once it does
+    not), in parallel as the server's ``max_parallel_maintenance_workers`` allows; then ANALYZE, so that the
+    planner knows the table's new size."""
+    (rows,) = conn.execute("SELECT COUNT(*) FROM faceverify_embeddings").fetchone()
+    need = int(rows) * (4 * int(dim) + HNSW_BYTES_PER_ROW) + 2**26
+    conn.execute(f"SET LOCAL maintenance_work_mem = '{min(need, BUILD_MEMORY_MAX) // 2**20}MB'")
+    conn.execute(_HNSW)
+    conn.execute("ANALYZE faceverify_embeddings")

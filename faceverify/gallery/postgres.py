@@ -34,8 +34,8 @@ from ..decision import identity_templates
 from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .base import GalleryBase, rank_templates
 from .names import collapse_name, name_skeleton, validate_name
-from .pgstore import (connect, create_embeddings, ensure_extension, ensure_schema, import_driver, one_line, redact,
-                      register)
+from .pgstore import (HNSW_INDEX, build_search_index, connect, create_embeddings, ensure_extension, ensure_schema,
+                      import_driver, one_line, redact, register)
 from .records import Enrolment, Identity, check_model, enrolment_row
 
 EF_SEARCH = 100
@@ -180,6 +180,33 @@ class PostgresGallery(GalleryBase):
         wrong = next((s for s in sizes if s != dim), None)
         if wrong is not None:
             raise ConflictError(f"{self.path}: an embedding has size {wrong}, the gallery holds size {dim}")
+
+    @contextmanager
+    def bulk_loading(self) -> Iterator[None]:
+        """Enrolments inside go in without the HNSW index when the gallery holds no embeddings yet (or lacks its
+        index), and the index is built once at the end: an HNSW build is much faster than keeping the graph up on
+        every insert. Meanwhile searches are exact (sequential scans, slower). A load cut short leaves the gallery
+        without its index, searching exactly, until a bulk load finishes (rerun the migration). Into a gallery
+        that holds embeddings and its index, enrolments go in as usual."""
+        deferred = self._defer_index()
+        yield
+        if deferred:
+            self._build_index()
+
+    @pg_errors
+    def _defer_index(self) -> bool:
+        with self._write() as db:
+            self._bind_model(db, [])
+            empty = not db.execute("SELECT 1 FROM faceverify_embeddings LIMIT 1").fetchone()
+            indexed = db.execute("SELECT to_regclass(%s)", (HNSW_INDEX,)).fetchone()[0] is not None
+            if empty and indexed:
+                db.execute(f"DROP INDEX {HNSW_INDEX}")
+            return empty or not indexed
+
+    @pg_errors
+    def _build_index(self) -> None:
+        with self._write() as db:  # writers wait for the build; readers do not
+            build_search_index(db, self.dim())
 
     # -- identities -------------------------------------------------------------------------------------------
 
