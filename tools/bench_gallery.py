@@ -1,4 +1,5 @@
-"""The gallery at scale: enrol throughput, index upkeep, query latency, memory and recall against exact search.
+"""The gallery at scale, in both stores side by side (SQLite + FAISS, PostgreSQL + pgvector): enrol throughput,
+index build and upkeep, query latency, memory and recall against exact search.
 
 Synthetic data (stated in the report): identity centres are random unit vectors in 128-d; each identity has
 ``--per-identity`` embeddings, each its centre plus Gaussian noise (sigma ``--noise`` per dimension), normalised,
@@ -6,8 +7,10 @@ so two samples of one identity score ~0.75 cosine and different identities ~0; q
 of enrolled identities. (Independent random unit vectors would all be nearly orthogonal, which makes approximate
 search artificially hard and tells nothing about galleries of faces.)
 
-Every size runs in two fresh processes: ``fill`` enrols through :class:`faceverify.gallery.Gallery` and builds the
-index, ``query`` reopens the gallery (loading the saved index, as a new CLI process would) and measures search.
+Every size and store runs in two fresh processes: ``fill`` enrols through ``open_gallery`` and builds the index,
+``query`` reopens the gallery (loading the saved index, as a new CLI process would) and measures search. The
+PostgreSQL server is ``$FACEVERIFY_TEST_POSTGRES`` or one started by ``pgserver`` in a temporary folder
+(tools/gallery_stores.py). The run stops with an error unless every store produced sane figures at every size.
 
     python tools/bench_gallery.py --sizes 10000 100000 1000000 --compare 200000 --write BENCHMARKS.md
 """
@@ -15,10 +18,11 @@ index, ``query`` reopens the gallery (loading the saved index, as a new CLI proc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -28,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 DIM = 128
+MODEL = "synthetic@1:bench"
 CHUNK = 1_000  # identities per bulk transaction
+LIVE = 100  # identities enrolled in one transaction into the searchable gallery
 SINGLES = 200  # identities enrolled one call at a time, each followed by a search
 HEADING = "## Gallery at scale"
 
@@ -62,13 +68,16 @@ def pct(values: list[float], q: float) -> float:
 # -- phases (each in its own process) ----------------------------------------------------------------------
 
 
-def phase_fill(path: Path, n: int, per: int, noise: float, seed: int) -> dict:
-    """Enrol n embeddings: bulk transactions, then SINGLES identities one call each, each followed by a search."""
-    from faceverify.gallery import Enrolment, Gallery
+def phase_fill(location: str, n: int, per: int, noise: float, seed: int) -> dict:
+    """Enrol n embeddings into the store at ``location``: bulk transactions inside ``bulk_loading`` (then the
+    index: SQLite builds FAISS on the first search, PostgreSQL its HNSW index at the end of the load), LIVE
+    identities in one transaction into the searchable gallery, then SINGLES identities one call each, each
+    followed by a search."""
+    from faceverify.gallery import Enrolment, open_gallery
 
     n_ids = n // per
     c = centres(n_ids, seed)
-    bulk_ids = n_ids - SINGLES
+    bulk_ids = n_ids - SINGLES - LIVE
 
     def batch(first: int, last: int) -> list[tuple[str, list[Enrolment]]]:
         x = samples(c[first:last], per, noise, np.random.default_rng([seed, 1, first]))
@@ -79,21 +88,28 @@ def phase_fill(path: Path, n: int, per: int, noise: float, seed: int) -> dict:
         ]
 
     out: dict = {}
-    with Gallery(path, "synthetic@1:bench", DIM) as g:
+    probe = samples(c[:1], 1, noise, np.random.default_rng([seed, 3]))
+    with open_gallery(location, MODEL, DIM) as g:
         t0 = time.perf_counter()
-        for first in range(0, bulk_ids, CHUNK):
-            g.enroll_many(batch(first, min(first + CHUNK, bulk_ids)))
-        out["bulk_s"] = time.perf_counter() - t0
-        out["bulk_rate"] = bulk_ids * per / out["bulk_s"]
-        probe = samples(c[:1], 1, noise, np.random.default_rng([seed, 3]))
-        t0 = time.perf_counter()
+        with g.bulk_loading():
+            for first in range(0, bulk_ids, CHUNK):
+                g.enroll_many(batch(first, min(first + CHUNK, bulk_ids)))
+            t1 = time.perf_counter()
         g.search(probe)
-        out["build_s"] = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        out["bulk_rate"] = bulk_ids * per / (t1 - t0)
+        out["build_s"] = t2 - t1
+        out["searchable_rate"] = bulk_ids * per / (t2 - t0)
         index = g.search_index
-        out["kind"] = index.kind
-        out["nlist"] = int(index.index.nlist) if index.kind == "ivf" else None
+        out["kind"] = "hnsw" if index is None else index.kind
+        out["nlist"] = int(index.index.nlist) if out["kind"] == "ivf" else None
+        items = batch(bulk_ids, bulk_ids + LIVE)
+        t0 = time.perf_counter()
+        g.enroll_many(items)
+        g.search(probe)
+        out["live_rate"] = LIVE * per / (time.perf_counter() - t0)
         enrol_ms, upkeep_ms = [], []
-        for first in range(bulk_ids, n_ids):
+        for first in range(bulk_ids + LIVE, n_ids):
             ((name, items),) = batch(first, first + 1)
             t0 = time.perf_counter()
             g.enroll(name, items)
@@ -104,18 +120,33 @@ def phase_fill(path: Path, n: int, per: int, noise: float, seed: int) -> dict:
             upkeep_ms.append((t2 - t1) * 1e3)
         out["enrol1_p50_ms"] = pct(enrol_ms, 50)
         out["upkeep_p50_ms"] = pct(upkeep_ms, 50)
-        out["kind_after"] = g.search_index.kind
+        out["embeddings"], out["identities"] = g.embedding_count(), len(g)
         t0 = time.perf_counter()
     out["close_s"] = time.perf_counter() - t0
     out["fill_peak_rss_mb"] = rss_mb("VmHWM")
     return out
 
 
-def phase_query(path: Path, n: int, per: int, noise: float, seed: int, n_queries: int, n_batches: int) -> dict:
-    """Reopen the gallery, then measure latency, memory and recall against exact search."""
+def exact_best(queries: np.ndarray, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search: each query's best inner product over every row of ``xb`` and that row."""
+    best = np.full(len(queries), -np.inf, np.float32)
+    arg = np.zeros(len(queries), np.int64)
+    rows = np.arange(len(queries))
+    for start in range(0, len(xb), 200_000):
+        s = queries @ xb[start : start + 200_000].T
+        top = s.argmax(axis=1)
+        better = s[rows, top] > best
+        best[better] = s[rows, top][better]
+        arg[better] = start + top[better]
+    return best, arg
+
+
+def phase_query(location: str, n: int, per: int, noise: float, seed: int, n_queries: int, n_batches: int) -> dict:
+    """Reopen the gallery, then measure latency, memory and recall against exact search over the stored vectors."""
     import faiss
 
-    from faceverify.gallery import Gallery
+    from faceverify.gallery import open_gallery
+    from tools.gallery_stores import disk_mb, stored_vectors
 
     n_ids = n // per
     rng = np.random.default_rng([seed, 2])
@@ -126,13 +157,12 @@ def phase_query(path: Path, n: int, per: int, noise: float, seed: int, n_queries
 
     rss0 = rss_mb()
     t0 = time.perf_counter()
-    g = Gallery(path, "synthetic@1:bench", DIM)
+    g = open_gallery(location, MODEL, DIM)
     g.search(single[:1])
     out["cold_s"] = time.perf_counter() - t0
     out["index_rss_mb"] = rss_mb() - rss0
     out["rss_mb"] = rss_mb()
-    out["index_file_mb"] = g.index_path.stat().st_size / 2**20
-    out["db_file_mb"] = path.stat().st_size / 2**20
+    out.update(disk_mb(location))
 
     lat, cpu, answers = [], [], []
     for q in single:
@@ -148,32 +178,18 @@ def phase_query(path: Path, n: int, per: int, noise: float, seed: int, n_queries
         bcpu.append((time.process_time() - c0) * 1e3)
         blat.append((time.perf_counter() - t0) * 1e3)
     out.update(b_p50_ms=pct(blat, 50), b_p99_ms=pct(blat, 99), b_cpu_p50_ms=pct(bcpu, 50))
-    raw_top = g.search_index.search(single, 1)[1][:, 0]
+    raw_top = g.search_index.search(single, 1)[1][:, 0] if g.search_index is not None else None
     g.close()
 
-    # exact search over every stored vector: the reference for recall
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    names = dict(db.execute("SELECT id, name FROM identities"))
-    ids = np.empty(n, np.int64)
-    owner = np.empty(n, np.int64)
-    xb = np.empty((n, DIM), np.float32)
-    for k, (rid, iid, blob) in enumerate(db.execute("SELECT id, identity_id, vector FROM embeddings ORDER BY id")):
-        ids[k], owner[k], xb[k] = rid, iid, np.frombuffer(blob, np.float32)
-    db.close()
-    best = np.full(n_queries, -np.inf, np.float32)
-    arg = np.zeros(n_queries, np.int64)
-    for start in range(0, n, 200_000):
-        s = single @ xb[start : start + 200_000].T
-        top = s.argmax(axis=1)
-        better = s[np.arange(n_queries), top] > best
-        best[better] = s[np.arange(n_queries), top][better]
-        arg[better] = start + top[better]
-    exact_names = [names[int(owner[a])] for a in arg]
+    ids, owners, xb = stored_vectors(location, DIM)
+    best, arg = exact_best(single, xb)
+    exact_names = [owners[a] for a in arg]
     out["recall_identity"] = float(np.mean([name == e for (name, _), e in zip(answers, exact_names)]))
     out["recall_score"] = float(np.mean([name == e and abs(s - b) < 1e-5
                                          for (name, s), e, b in zip(answers, exact_names, best)]))
-    out["recall_raw_embedding"] = float(np.mean(raw_top == ids[arg]))
-    if n > 100_000:  # how slow exact search would be at this size
+    if raw_top is not None:
+        out["recall_raw_embedding"] = float(np.mean(raw_top == ids[arg]))
+    if n > 100_000 and raw_top is not None:  # how slow exact search would be at this size
         flat = faiss.IndexFlatIP(DIM)
         flat.add(xb)
         del xb
@@ -238,15 +254,18 @@ def phase_compare(n: int, per: int, noise: float, seed: int, n_queries: int) -> 
 
 def child(args: list[str]) -> dict:
     """Run one phase in a fresh Python process and return its JSON result."""
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "tools.bench_gallery", *args], capture_output=True, text=True,
+                         check=False, cwd=Path(__file__).resolve().parents[1])
     if out.returncode != 0:
         raise SystemExit(f"bench phase {args[:2]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(results: list[dict], compare: dict | None, command: str, per: int, noise: float, loads: list) -> str:
+def report(results: list[dict], compare: dict | None, command: str, per: int, noise: float, loads: list,
+           server: dict | None) -> str:
     from faceverify.gallery.index import EXACT_LIMIT, NPROBE, RERANK_IDENTITIES
 
+    lite = [r for r in results if r["store"] == "sqlite"]
     lines = [
         HEADING,
         "",
@@ -271,7 +290,7 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
         "| catch-up + search after an enrol, p50 (ms) | reopen + first search (s) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results:
+    for r in lite:
         kind = "exact" if r["kind"] == "flat" else f"IVF{r['nlist']}"
         lines.append(
             f"| {r['n']:,} | {kind} | {r['bulk_rate']:,.0f} | {r['enrol1_p50_ms']:.1f} | {r['build_s']:.1f} "
@@ -284,15 +303,15 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
         "| index RSS (MiB) | process RSS (MiB) | index file (MiB) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results:
+    for r in lite:
         exact = f"{r['exact_p50_ms']:.1f}" if "exact_p50_ms" in r else "(is exact)"
         lines.append(
             f"| {r['n']:,} | {r['q_p50_ms']:.2f} / {r['q_p99_ms']:.2f} | {r['q_cpu_p50_ms']:.2f} "
             f"| {r['b_p50_ms']:.1f} / {r['b_p99_ms']:.1f} | {r['b_cpu_p50_ms']:.1f} | {exact} "
             f"| {r['recall_identity']:.4f} | {r['recall_score']:.4f} | {r['recall_raw_embedding']:.4f} | {r['index_rss_mb']:.0f} | {r['rss_mb']:.0f} "
-            f"| {r['index_file_mb']:.0f} |"
+            f"| {r['index_mb']:.0f} |"
         )
-    lines += ["", *findings(results, compare)]
+    lines += ["", *findings(lite, compare)]
     if compare:
         lines += [
             "",
@@ -306,7 +325,48 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
                 f"| {r['index']} | {r['build_s']:.1f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} "
                 f"| {r['recall_embedding']:.4f} | {r['recall_identity']:.4f} | {r['mb']:.0f} |"
             )
+    if server is not None:
+        lines += ["", *postgres_section(results, server, per)]
     return "\n".join(lines) + "\n"
+
+
+def postgres_section(results: list[dict], server: dict, per: int) -> list[str]:
+    """The two stores side by side (a subsection of this benchmark's section)."""
+    from faceverify.gallery.pgstore import HNSW_EF_CONSTRUCTION, HNSW_M
+    from faceverify.gallery.postgres import EF_SEARCH
+
+    lines = [
+        "### PostgreSQL + pgvector beside SQLite + FAISS",
+        "",
+        f"The same run, the same embeddings, each store filled and queried by fresh processes through "
+        f"`open_gallery`. PostgreSQL {server['version']} with pgvector {server['pgvector']} from the `pgserver` "
+        f"wheel on this machine (client and server share its cores; Unix socket), durable settings as shipped "
+        f"(fsync, synchronous_commit on; SQLite runs synchronous=FULL), shared_buffers {server['shared_buffers']}, "
+        f"max_parallel_maintenance_workers {server['parallel_workers']}. HNSW m = {HNSW_M}, ef_construction = "
+        f"{HNSW_EF_CONSTRUCTION}, ef_search = {EF_SEARCH}, identities among the nearest rescored exactly. Bulk "
+        f"enrolment: `enroll_many` of {CHUNK:,} identities ({CHUNK * per:,} embeddings) per transaction inside "
+        "`bulk_loading()`, which on PostgreSQL loads without the HNSW index and builds it at the end (as "
+        "`gallery migrate` does); *index build* is that build (SQLite: FAISS's, from the database) plus the first "
+        f"search; *into the searchable gallery*: {LIVE} identities in one transaction with the index kept "
+        "up, plus one search; *enrol 1 identity*: one identity per call, each followed by a search.",
+        "",
+        "| embeddings | store | bulk enrol (emb/s) | index build (s) | bulk enrol to searchable (emb/s) "
+        "| into the searchable gallery (emb/s) | enrol 1 identity, p50 (ms) | search after it, p50 (ms) "
+        "| reopen + first search (s) | query p50 / p99 (ms) | batch of 64, p50 (ms) | recall@1 identity "
+        "| recall@1 identity + score | index (MiB) | other data (MiB) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        store = "SQLite + FAISS" if r["store"] == "sqlite" else "PostgreSQL + pgvector"
+        index = {"flat": "exact", "ivf": f"IVF{r['nlist']}", "hnsw": "HNSW"}[r["kind"]]
+        lines.append(
+            f"| {r['n']:,} | {store} ({index}) | {r['bulk_rate']:,.0f} | {r['build_s']:.1f} "
+            f"| {r['searchable_rate']:,.0f} | {r['live_rate']:,.0f} | {r['enrol1_p50_ms']:.1f} "
+            f"| {r['upkeep_p50_ms']:.1f} | {r['cold_s']:.2f} | {r['q_p50_ms']:.2f} / {r['q_p99_ms']:.2f} "
+            f"| {r['b_p50_ms']:.0f} | {r['recall_identity']:.4f} | {r['recall_score']:.4f} | {r['index_mb']:.0f} "
+            f"| {r['data_mb']:.0f} |"
+        )
+    return lines
 
 
 def findings(results: list[dict], compare: dict | None) -> list[str]:
@@ -362,9 +422,52 @@ def write_section(path: Path, section: str) -> None:
     write_atomic(path, new)
 
 
+def check_row(row: dict, per: int) -> None:
+    """Stop (PeerFailed) unless a store's figures are all there and sane: every embedding stored, rates and
+    latencies positive and finite, recall computed."""
+    from tools.common import PeerFailed
+
+    store = f"{row['store']} at {row['n']:,}"
+    need = ("bulk_rate", "build_s", "searchable_rate", "live_rate", "enrol1_p50_ms", "upkeep_p50_ms", "cold_s",
+            "q_p50_ms", "q_p99_ms", "b_p50_ms", "recall_identity", "recall_score", "index_mb", "data_mb")
+    bad = [k for k in need if not isinstance(row.get(k), (int, float)) or not math.isfinite(row[k]) or row[k] < 0]
+    if bad:
+        raise PeerFailed(store, f"missing or invalid figures {bad}")
+    if row["embeddings"] != row["n"] or row["identities"] != row["n"] // per:
+        raise PeerFailed(store, f"holds {row['embeddings']:,} embeddings of {row['identities']:,} identities, "
+                                f"not {row['n']:,} of {row['n'] // per:,}")
+    if min(row["bulk_rate"], row["live_rate"], row["q_p50_ms"], row["index_mb"]) <= 0 or row["recall_identity"] > 1:
+        raise PeerFailed(store, f"implausible figures: {row}")
+
+
+def run_store(store: str, n: int, work: Path, admin_url: str | None, common: list[str], a: argparse.Namespace) -> dict:
+    """Fill then query one store at one size (each in its own process), checked; the gallery deleted after."""
+    from tools.gallery_stores import create_database, drop_database
+
+    dbname = f"fv_bench_{n}"
+    location = str(work / f"g{n}.sqlite") if store == "sqlite" else create_database(admin_url, dbname)
+    row = dict(n=n, store=store)
+    try:
+        row.update(child(["--phase", "fill", "--n", str(n), "--location", location, *common]))
+        row.update(child(["--phase", "query", "--n", str(n), "--location", location, *common,
+                          "--queries", str(a.queries), "--batches", str(a.batches)]))
+    finally:
+        if store == "sqlite":
+            for f in work.glob(f"g{n}.sqlite*"):
+                f.unlink()
+        else:
+            drop_database(admin_url, dbname)
+    check_row(row, a.per_identity)
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
 def main() -> None:
+    from tools.gallery_stores import STORES, postgres_server, server_info
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
     ap.add_argument("--per-identity", type=int, default=10)
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--queries", type=int, default=1000)
@@ -375,14 +478,14 @@ def main() -> None:
     ap.add_argument("--write", type=Path, default=None, help="add/replace the section in this markdown file")
     ap.add_argument("--phase", choices=["fill", "query", "compare"], help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--location", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.phase == "fill":
-        print(json.dumps(phase_fill(a.path, a.n, a.per_identity, a.noise, a.seed)))
+        print(json.dumps(phase_fill(a.location, a.n, a.per_identity, a.noise, a.seed)))
         return
     if a.phase == "query":
-        print(json.dumps(phase_query(a.path, a.n, a.per_identity, a.noise, a.seed, a.queries, a.batches)))
+        print(json.dumps(phase_query(a.location, a.n, a.per_identity, a.noise, a.seed, a.queries, a.batches)))
         return
     if a.phase == "compare":
         print(json.dumps(phase_compare(a.n, a.per_identity, a.noise, a.seed, a.queries)))
@@ -392,18 +495,14 @@ def main() -> None:
     common = ["--per-identity", str(a.per_identity), "--noise", str(a.noise), "--seed", str(a.seed)]
     loads = [os.getloadavg()[0]]
     work = Path(tempfile.mkdtemp(prefix="bench_gallery_", dir=a.dir))
-    results = []
+    results: list[dict] = []
+    server = postgres_server() if "postgresql" in a.stores else contextlib.nullcontext(None)
     try:
-        for n in a.sizes:
-            path = work / f"g{n}.sqlite"
-            row = dict(n=n)
-            row.update(child(["--phase", "fill", "--n", str(n), "--path", str(path), *common]))
-            row.update(child(["--phase", "query", "--n", str(n), "--path", str(path), *common,
-                              "--queries", str(a.queries), "--batches", str(a.batches)]))
-            results.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
-            for f in work.glob(f"g{n}.sqlite*"):
-                f.unlink()
+        with server as admin_url:
+            info = server_info(admin_url) if admin_url else None
+            for n in a.sizes:
+                for store in a.stores:
+                    results.append(run_store(store, n, work, admin_url, common, a))
         compare = None
         if a.compare:
             compare = dict(n=a.compare, **child(["--phase", "compare", "--n", str(a.compare), *common,
@@ -411,7 +510,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     loads.append(os.getloadavg()[0])
-    section = report(results, compare, command, a.per_identity, a.noise, loads)
+    section = report(results, compare, command, a.per_identity, a.noise, loads, info)
     print(section)
     if a.write:
         write_section(a.write, section)
