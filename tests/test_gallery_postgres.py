@@ -241,16 +241,48 @@ def test_bulk_loading_builds_the_index_once_at_the_end(url):
         assert top(g, vec(5000)) == "late" and g.embedding_count() == 601
 
 
-def test_a_lost_connection_is_an_error_then_a_reconnect_never_a_wrong_answer(url, postgres):
+def _terminate(postgres, pids: str = "SELECT pid FROM pg_stat_activity WHERE application_name = 'faceverify'") -> int:
+    with postgres.admin() as con:
+        return len(con.execute(f"SELECT pg_terminate_backend(pid) FROM ({pids}) p").fetchall())
+
+
+def test_a_lost_connection_is_replaced_or_an_error_never_a_wrong_answer(url, postgres):
+    """A pooled connection the server dropped is replaced when taken; one dropped during a call fails that call
+    with a one-line GalleryError, and the next call is right."""
     with open_gallery(url, MODEL, DIM) as g:
         g.enroll_many([(f"id{i}", items([i])) for i in range(20)])
         assert top(g, vec(7)) == "id7"
-        (pid,) = g._conn.execute("SELECT pg_backend_pid()").fetchone()
-        with postgres.admin() as con:
-            con.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(GalleryError, match="lost the connection"):
-            g.search(vec(8)[None, :])
-        assert top(g, vec(8)) == "id8"  # the next call connects again
+        assert _terminate(postgres) >= 1
+        assert top(g, vec(8)) == "id8"
+        with g._connection() as held:  # as if the server went away in the middle of a call
+            (pid,) = held.execute("SELECT pg_backend_pid()").fetchone()
+            _terminate(postgres, f"SELECT {int(pid)} AS pid")
+            with pytest.raises(GalleryError, match="lost the connection") as err:
+                g.search(vec(9)[None, :])
+        assert "\n" not in str(err.value)
+        assert top(g, vec(9)) == "id9"
+
+
+def test_galleries_of_one_url_share_a_pool_of_configurable_size(url, monkeypatch):
+    """Gallery objects on one URL share one pool, used by threads at once (each with its own gallery object)
+    without a wrong answer; the size comes from $FACEVERIFY_PG_POOL_SIZE and a bad one is a one-line error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceverify.gallery.pgpool import DEFAULT_POOL_SIZE, POOL_SIZE_ENV
+
+    with open_gallery(url, MODEL, DIM) as a, open_gallery(url, MODEL, DIM) as b:
+        a.enroll_many([(f"id{i}", items([i])) for i in range(20)])
+        assert a._pool is b._pool and a._pool.max_size == DEFAULT_POOL_SIZE
+
+    def searches(t: int) -> list[bool]:
+        with open_gallery(url, MODEL, DIM) as g:
+            return [top(g, vec((t + j) % 20)) == f"id{(t + j) % 20}" for j in range(30)]
+
+    with ThreadPoolExecutor(2 * DEFAULT_POOL_SIZE) as ex:
+        assert all(all(r) for r in ex.map(searches, range(2 * DEFAULT_POOL_SIZE)))
+    monkeypatch.setenv(POOL_SIZE_ENV, "0")
+    line = _cli_error("gallery", "list", "--gallery", url)
+    assert f"{POOL_SIZE_ENV} must be a whole number of at least 1" in line
 
 
 def test_server_restarted_under_a_searching_process(url, postgres, tmp_path):
@@ -338,7 +370,10 @@ def test_extension_missing_and_not_creatable_says_how_to_install(postgres):
 def test_newer_schema_version_and_foreign_database(url, postgres):
     with open_gallery(url, MODEL, DIM) as g:
         g.enroll("Ada", items([1]))
-        g._conn.execute("UPDATE faceverify_meta SET value = '99' WHERE key = 'schema_version'")
+        import psycopg
+
+        with psycopg.connect(url) as con:
+            con.execute("UPDATE faceverify_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(GalleryError, match="schema version 99 is newer than this faceverify reads"):
         open_gallery(url, MODEL, DIM)
     line = _cli_error("gallery", "list", "--gallery", url)

@@ -16,8 +16,10 @@ Search
     over templates computed from the stored embeddings and kept in memory until the next write.
 
 Connections
-    One connection per gallery object (a gallery belongs to one thread). A connection found broken is opened
-    again on the next call; a call that fails on a lost connection raises a GalleryError and nothing is
+    Pooled (:mod:`.pgpool`): the gallery objects of one URL in a process share one pool; each call takes a
+    connection for its duration (a gallery object belongs to one thread). A connection a server restart broke
+    is replaced when taken; while the server is away a call waits for it up to ``CONNECT_TIMEOUT_S``, then fails
+    with a one-line GalleryError; a call that loses its connection midway raises a GalleryError, and nothing is
     answered from a half-finished query.
 """
 
@@ -34,8 +36,8 @@ from ..decision import identity_templates
 from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .base import GalleryBase, rank_templates
 from .names import collapse_name, name_skeleton, validate_name
-from .pgstore import (HNSW_INDEX, build_search_index, connect, create_embeddings, ensure_extension, ensure_schema,
-                      import_driver, one_line, redact, register)
+from .pgpool import shared_pool, unavailable
+from .pgstore import HNSW_INDEX, build_search_index, create_embeddings, ensure_schema, import_driver, one_line, redact
 from .records import Enrolment, Identity, check_model, enrolment_row
 
 EF_SEARCH = 100
@@ -62,13 +64,19 @@ def _array(vector: Any) -> np.ndarray:
 
 
 def pg_errors(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn driver failures into one-line GalleryErrors naming the gallery (the URL without its password)."""
+    """Run the call on a pooled connection (the one the calling call holds, if any), driver failures turned into
+    one-line GalleryErrors naming the gallery (the URL without its password)."""
 
     @functools.wraps(method)
     def wrapper(self: "PostgresGallery", *args: Any, **kwargs: Any) -> T:
         psycopg = import_driver()
+        from psycopg_pool import PoolTimeout
+
         try:
-            return method(self, *args, **kwargs)
+            with self._connection():
+                return method(self, *args, **kwargs)
+        except PoolTimeout:
+            raise unavailable(self.url, self.path, self._pool.max_size) from None
         except psycopg.OperationalError as exc:
             raise GalleryError(f"{self.path}: lost the connection to the PostgreSQL server ({one_line(exc)})") from None
         except psycopg.Error as exc:
@@ -84,28 +92,25 @@ class PostgresGallery(GalleryBase):
     index_path = None
 
     def __init__(self, url: str, model_id: str | None = None, embedding_size: int | None = None,
-                 create: bool = True):
+                 create: bool = True, pool_size: int | None = None):
         self.url = url
         self.path = redact(url)
         self.model_id = model_id
         self.embedding_size = embedding_size
         self._templates: tuple[str, tuple[list[str], np.ndarray]] | None = None
-        self._conn = connect(url, self.path)
-        try:
-            self._setup(create)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._held: Any = None
+        self._closed = False
+        self._pool = shared_pool(url, self.path, pool_size)
+        self._setup(create)
 
     @pg_errors
     def _setup(self, create: bool) -> None:
-        ensure_extension(self._conn, self.path)
-        register(self._conn)
-        ensure_schema(self._conn, self.path, create)
+        ensure_schema(self._db(), self.path, create)
         check_model(self.path, self._meta("model_id"), self._meta("embedding_size"), self.model_id, self.embedding_size)
 
     def close(self) -> None:
-        self._conn.close()
+        """Stop using the gallery (its pool stays open for the process's other galleries of this URL)."""
+        self._closed = True
 
     def save_index(self) -> bool:
         """Nothing to save: the HNSW index lives in the database."""
@@ -113,13 +118,24 @@ class PostgresGallery(GalleryBase):
 
     # -- connection, transactions, meta -------------------------------------------------------------------
 
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection held for the duration of the outermost call."""
+        if self._held is not None:
+            yield self._held
+            return
+        if self._closed:
+            raise GalleryError(f"{self.path}: the gallery is closed")
+        with self._pool.connection() as conn:
+            self._held = conn
+            try:
+                yield conn
+            finally:
+                self._held = None
+
     def _db(self) -> Any:
-        """The connection, opened again if the last one broke (a server restart)."""
-        if self._conn.closed or self._conn.broken:
-            self._conn.close()
-            self._conn = connect(self.url, self.path)
-            register(self._conn)
-        return self._conn
+        """The connection the current call holds."""
+        return self._held
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
