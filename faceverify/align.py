@@ -1,6 +1,10 @@
-"""Alignment: a similarity transform of the 5 detected landmarks onto the model card's template."""
+"""Alignment: a similarity transform of the 5 detected landmarks onto the model card's template; and the face
+crops a gallery keeps so that any model can re-align a face later without the source image."""
 
 from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -54,3 +58,53 @@ def center_crop(image: np.ndarray, size: int, fraction: float = 0.6) -> np.ndarr
     y0, x0 = (h - side) // 2, (w - side) // 2
     crop = image[y0 : y0 + side, x0 : x0 + side]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_LINEAR)
+
+
+CROP_HALF = 4.5
+"""Half the side of a kept face crop, in units of the face's scale (the RMS distance of its 5 landmarks from
+their mean): the canvas of every shipped template fits at any rotation (the widest, ArcFace's at 112 px, needs
+3.92; dlib's 3.04)."""
+CROP_DENSITY = 40.0
+"""The most pixels per unit of face scale a kept crop holds (dlib's 150 px template uses 35.2, ArcFace's 112 px
+23.2): larger faces are shrunk to it, smaller ones kept at their own resolution (enlarging adds no detail)."""
+CROP_QUALITY = 95
+"""JPEG quality of a kept crop."""
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """A face kept for re-alignment: a JPEG of the face with margin, its 5 landmarks in that crop's pixels and
+    the detector that found them (whose landmark convention a template is fitted to)."""
+
+    image: bytes
+    landmarks: np.ndarray
+    detector: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the JPEG in base64, the landmarks, the detector."""
+        return dict(image=base64.b64encode(self.image).decode(), landmarks=np.round(self.landmarks, 3).tolist(),
+                    detector=self.detector)
+
+    def pixels(self) -> np.ndarray:
+        """The crop as H x W x 3 uint8 RGB; ValueError if the bytes are not a decodable image."""
+        bgr = cv2.imdecode(np.frombuffer(self.image, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError("stored face is not a decodable image")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def face_crop(image: np.ndarray, landmarks: np.ndarray, detector: str) -> FaceCrop:
+    """The square crop around a face's ``landmarks`` (``CROP_HALF`` scales each side of their mean, black beyond
+    the image), shrunk to ``CROP_DENSITY`` when larger, JPEG-encoded. Made by :func:`align_face` onto the
+    landmarks' own shape moved by a whole pixel offset (and scaled), so that a face kept at its resolution is
+    copied pixel for pixel."""
+    points = np.asarray(landmarks, np.float64).reshape(5, 2)
+    centre = points.mean(0)
+    scale = max(float(np.sqrt(((points - centre) ** 2).sum(1).mean())), 1.0)
+    shrink = min(1.0, CROP_DENSITY / scale)
+    placed = (points - np.floor(centre - CROP_HALF * scale)) * shrink
+    crop = align_face(image, points, placed, int(np.ceil((2 * CROP_HALF * scale + 1) * shrink)))
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
+    if not ok:
+        raise ValueError("could not encode the face crop")
+    return FaceCrop(data.tobytes(), placed.astype(np.float32), detector)

@@ -1,4 +1,5 @@
-"""The Python API behind every CLI command: verify pairs, enroll identities, identify faces."""
+"""The Python API behind every CLI command: verify pairs, enroll identities, identify faces, re-embed a gallery
+for another model."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .align import FaceCrop
 from .detect import FaceChoice
-from .errors import BadInputError, FaceverifyError
-from .gallery import Enrolment, Gallery, open_gallery
+from .errors import BadInputError, ConflictError, FaceverifyError, GalleryError
+from .gallery import Enrolment, Gallery, gallery_location, is_database_url, open_gallery
+from .gallery.pgstore import redact
+from .gallery.records import parse_box
 from .images import list_images
 from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
@@ -75,6 +79,27 @@ class EnrollReport:
 
     added: dict[str, int] = field(default_factory=dict)
     failures: list[BadInputError] = field(default_factory=list)
+
+
+REEMBED_BATCH = 256
+"""Kept faces re-embedded and written per transaction by :meth:`FaceVerifier.reembed`."""
+
+
+@dataclass
+class ReembedReport:
+    """What a re-embedding wrote: faces re-embedded per identity, the identities that need new images (no face
+    kept), those re-embedded from only some of their enrolments (how many had no face), new embeddings."""
+
+    model: str
+    target: str
+    reembedded: dict[str, int] = field(default_factory=dict)
+    need_images: list[str] = field(default_factory=list)
+    partial: dict[str, int] = field(default_factory=dict)
+    added: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(model=self.model, gallery=self.target, reembedded=self.reembedded,
+                    need_images=self.need_images, partial=self.partial, added=self.added)
 
 
 class FaceVerifier:
@@ -155,18 +180,19 @@ class FaceVerifier:
     # -- enroll ------------------------------------------------------------------------------------------
 
     def embed_for_enrolment(
-        self, paths: Sequence[str | Path], face: FaceChoice = "largest"
+        self, paths: Sequence[str | Path], face: FaceChoice = "largest", keep_faces: bool = True
     ) -> tuple[list[Enrolment], list[BadInputError]]:
-        """Embeddings ready to store for each readable image with a face, and the inputs that failed. Each file
-        is read once: its stored sha256 is of the bytes the pipeline decoded."""
+        """Embeddings ready to store for each readable image with a face (with its face crop unless not
+        ``keep_faces``), and the inputs that failed. Each file is read once: its stored sha256 is of the bytes the
+        pipeline decoded."""
         items: list[Enrolment] = []
         failures: list[BadInputError] = []
-        for result in self.pipeline.process_paths(paths, face):
+        for result in self.pipeline.process_paths(paths, face, keep_faces=keep_faces):
             if result.error is not None:
                 failures.append(result.error)
                 continue
             source = str(Path(result.path).resolve())
-            items.extend(Enrolment(f.embedding, source, result.sha256, f.box) for f in result.faces)
+            items.extend(Enrolment(f.embedding, source, result.sha256, f.box, f.crop) for f in result.faces)
         return items, failures
 
     def enroll(
@@ -176,16 +202,19 @@ class FaceVerifier:
         inputs: Sequence[str | Path],
         skip_bad: bool = False,
         face: FaceChoice = "largest",
+        keep_faces: bool = True,
     ) -> EnrollReport:
         """Enroll one identity from image files and directories. Any bad input stops the enrolment with the
-        gallery unchanged unless ``skip_bad``, which stores the good images and reports the rest."""
+        gallery unchanged unless ``skip_bad``, which stores the good images and reports the rest. With
+        ``keep_faces`` (the default) each embedding keeps its face crop, so that :meth:`reembed` can move the
+        identity to another model; ``keep_faces=False`` stores embeddings only."""
         from .gallery import validate_name
 
         name = validate_name(name)
         paths = list_images(list(inputs))
         if not paths:
             raise FaceverifyError(f"no images found in {', '.join(map(str, inputs))}")
-        items, failures = self.embed_for_enrolment(paths, face)
+        items, failures = self.embed_for_enrolment(paths, face, keep_faces)
         report = EnrollReport(failures=failures)
         if failures and not skip_bad:
             return report
@@ -198,8 +227,10 @@ class FaceVerifier:
         gallery: Gallery,
         root: str | Path,
         progress: Callable[[str], None] | None = None,
+        keep_faces: bool = True,
     ) -> EnrollReport:
-        """One identity per sub-folder of ``root``; bad images are skipped and reported."""
+        """One identity per sub-folder of ``root``; bad images are skipped and reported; ``keep_faces`` as in
+        :meth:`enroll`."""
         root = Path(root)
         if not root.is_dir():
             raise BadInputError(root, "not a directory")
@@ -207,13 +238,67 @@ class FaceVerifier:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             paths = list_images([folder])
             if paths:
-                items, failures = self.embed_for_enrolment(paths)
+                items, failures = self.embed_for_enrolment(paths, keep_faces=keep_faces)
                 report.failures.extend(failures)
                 if items:
                     report.added[folder.name] = gallery.enroll(folder.name, items)
             if progress is not None:
                 progress(folder.name)
         return report
+
+    # -- re-embed ----------------------------------------------------------------------------------------
+
+    def reembed(self, source: Gallery, target: str | Path, progress: Callable[[int], None] | None = None
+                ) -> ReembedReport:
+        """Write the gallery at ``target`` (new, or bound to this model already: running again finishes an
+        interrupted run) from every face kept in ``source``: each re-aligned from its landmarks onto this model's
+        template and embedded by this pipeline, under the same name, source and box, its face kept again.
+        ``source`` (any model) is only read. Identities without a kept face are reported in ``need_images``;
+        raises ConflictError, before anything is written, when none has one or ``target`` is ``source`` or is
+        bound to another model. ``progress(n)`` after each batch of ``n`` faces."""
+        plan = {p.name: [row["face"] for row in source.embeddings_of(p.name)] for p in source.identities()}
+        report = ReembedReport(self.pipeline.embedding_id, str(gallery_location(target)))
+        for name, kept in plan.items():
+            if not any(kept):
+                report.need_images.append(name)
+            elif not all(kept):
+                report.partial[name] = kept.count(False)
+        if len(report.need_images) == len(plan):
+            raise ConflictError(f"{source.path}: no enrolment has a kept face (enrolled with --no-keep-faces or "
+                                "before faces were kept): nothing to re-embed, every identity needs new images")
+        if _same_location(source.path, target):
+            raise ConflictError(f"{source.path}: re-embedding writes a new gallery; give another --out than the source")
+        with self.open_gallery(target) as dst:
+            batch: list[tuple[str, dict]] = []
+            for name, _, meta in source.iter_vectors(faces=True):
+                if meta["face"] is not None:
+                    batch.append((name, meta))
+                if len(batch) == REEMBED_BATCH:
+                    self._write_reembedded(source, dst, batch, report, progress)
+            self._write_reembedded(source, dst, batch, report, progress)
+        return report
+
+    def _write_reembedded(self, source: Gallery, target: Gallery, batch: list[tuple[str, dict]],
+                          report: ReembedReport, progress: Callable[[int], None] | None) -> None:
+        """Embed a batch of kept faces (name, stored metadata), store them in ``target`` (one transaction) and
+        empty the batch."""
+        if not batch:
+            return
+        try:
+            vectors = self.pipeline.embed_kept([meta["face"] for _, meta in batch])
+        except ValueError as exc:
+            name, meta = next((n, m) for n, m in batch if not _decodes(m["face"]))
+            raise GalleryError(f"{source.path}: the kept face of '{name}' from {meta['source']} is unusable "
+                               f"({exc})") from None
+        people: dict[str, list[Enrolment]] = {}
+        for (name, meta), vector in zip(batch, vectors):
+            people.setdefault(name, []).append(
+                Enrolment(vector, meta["source"], meta["source_sha256"], parse_box(meta["box"]), meta["face"]))
+            report.reembedded[name] = report.reembedded.get(name, 0) + 1
+        report.added += sum(target.enroll_many(people.items()).values())
+        if progress is not None:
+            progress(len(batch))
+        batch.clear()
 
     # -- identify ----------------------------------------------------------------------------------------
 
@@ -252,3 +337,21 @@ class FaceVerifier:
             decisions = self.identify_embeddings(gallery, vectors, point, match)
             faces = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(result.faces, decisions)]
             yield IdentifyResult(result.path, faces)
+
+
+def _same_location(path: object, target: str | Path) -> bool:
+    """Whether a gallery opened at ``path`` (its ``path``: a file, or a URL without its password) is the one
+    at ``target``."""
+    where = gallery_location(target)
+    if is_database_url(where) or is_database_url(str(path)):
+        return redact(str(where)) == str(path)
+    return Path(str(path)).resolve() == Path(where).resolve()
+
+
+def _decodes(face: FaceCrop) -> bool:
+    """Whether a kept face's image decodes."""
+    try:
+        face.pixels()
+    except ValueError:
+        return False
+    return True

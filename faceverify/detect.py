@@ -178,11 +178,7 @@ class YuNetDetector:
         """Where YuNet's landmarks should land for the crop that MTCNN's landmarks give on ``template``: YuNet's
         mean shape moved by the similarity that takes MTCNN's mean shape onto the template (the card's
         ``mean_shapes``; the template itself when it has none)."""
-        shapes = self.card.mean_shapes
-        if not shapes:
-            return template
-        m = similarity_transform(np.asarray(shapes["mtcnn"]), template)
-        return np.asarray(shapes["own"], np.float64) @ m[:, :2].T + m[:, 2]
+        return _moved_template(self.card, template)
 
     def like(self, min_face_size: int, factor: float) -> "YuNetDetector":
         """A detector like this one (score threshold) with its own smallest face; ``factor`` (MTCNN's pyramid
@@ -192,6 +188,28 @@ class YuNetDetector:
 
 
 AnyDetector = Union[Detector, YuNetDetector]
+
+
+def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
+    """``template`` moved for a detector whose card has ``mean_shapes`` (see YuNetDetector.template_for)."""
+    shapes = card.mean_shapes
+    if not shapes:
+        return template
+    m = similarity_transform(np.asarray(shapes["mtcnn"]), template)
+    return np.asarray(shapes["own"], np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
+    """The alignment template for landmarks found by ``detector`` (a kind in DETECTORS) that is the card's
+    ``template`` for MTCNN's: what re-aligns a kept face whatever detector the pipeline now uses."""
+    if detector == "mtcnn":
+        return np.asarray(template, np.float64)
+    if detector == "yunet":
+        path = detectors_dir() / "yunet.json"
+        if not path.is_file():
+            raise ModelError(f"{path}: YuNet is not installed, and a kept face's landmarks are YuNet's")
+        return _moved_template(DetectorCard.load(path), np.asarray(template, np.float64))
+    raise ModelError(f"unknown detector {detector!r} ({' or '.join(DETECTORS)})")
 
 
 def yunet_installed() -> bool:

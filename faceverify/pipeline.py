@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
-from .align import align_face, center_crop
-from .detect import AnyDetector, Detector, Face, FaceChoice, make_detector, select_faces
+from .align import FaceCrop, align_face, center_crop, face_crop
+from .detect import AnyDetector, Detector, Face, FaceChoice, landmark_template, make_detector, select_faces
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
@@ -19,10 +19,12 @@ Fallback = Literal["none", "center"]
 
 @dataclass
 class FaceEmbedding:
-    """A face found in an image (``face`` is None for a centre-crop fallback) and its embedding."""
+    """A face found in an image (``face`` is None for a centre-crop fallback), its embedding and, when asked
+    for, the crop kept for re-alignment."""
 
     face: Face | None
     embedding: np.ndarray
+    crop: FaceCrop | None = None
 
     @property
     def box(self) -> list[float] | None:
@@ -74,6 +76,7 @@ class FacePipeline:
         template = np.asarray(self.embedder.card.template, np.float64)
         moved = getattr(self.detector, "template_for", None)  # a stand-in detector may not move it
         self.template = template if moved is None else moved(template)
+        self.detector_kind: str = getattr(self.detector, "kind", "mtcnn")
 
     @property
     def card(self):
@@ -90,6 +93,19 @@ class FacePipeline:
         size = self.embedder.input_size
         crops = [align_face(image, f.landmarks, self.template, size) for f in faces]
         return np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+
+    def template_for(self, detector: str) -> np.ndarray:
+        """The alignment template for landmarks found by ``detector`` (this pipeline's own for its detector)."""
+        if detector == self.detector_kind:
+            return self.template
+        return landmark_template(detector, np.asarray(self.card.template, np.float64))
+
+    def embed_kept(self, crops: Sequence[FaceCrop]) -> np.ndarray:
+        """Embeddings (N x D) of kept faces, each re-aligned from its crop's landmarks onto this model's template
+        and embedded as :meth:`process_images` would; ValueError for a crop that does not decode."""
+        size = self.embedder.input_size
+        aligned = [align_face(c.pixels(), c.landmarks, self.template_for(c.detector), size) for c in crops]
+        return self.embed_crops(np.stack(aligned)) if aligned else np.zeros((0, self.card.embedding_size), np.float32)
 
     def frame_detector(self, min_face_size: int, factor: float) -> AnyDetector:
         """A detector like this pipeline's (device; kind and score threshold when it is the same kind) with its own
@@ -110,10 +126,12 @@ class FacePipeline:
         return (fused / np.linalg.norm(fused, axis=1, keepdims=True)).astype(np.float32)
 
     def process_images(
-        self, images: list[np.ndarray], face: FaceChoice = "largest", fallback: Fallback = "none"
+        self, images: list[np.ndarray], face: FaceChoice = "largest", fallback: Fallback = "none",
+        keep_faces: bool = False,
     ) -> list[list[FaceEmbedding]]:
         """Embeddings of the chosen faces in each RGB image; with ``fallback='center'`` an image without a
-        detected face gets one embedding of its centre crop (``face=None``) instead of none."""
+        detected face gets one embedding of its centre crop (``face=None``) instead of none; ``keep_faces``
+        adds each detected face's :func:`~faceverify.align.face_crop`."""
         detections = self.detector.detect(images)
         chosen: list[list[Face | None]] = []
         crops: list[np.ndarray] = []
@@ -129,10 +147,15 @@ class FacePipeline:
         vectors = self.embed_crops(np.stack(crops)) if crops else np.zeros((0, 0), np.float32)
         out: list[list[FaceEmbedding]] = []
         k = 0
-        for picked in chosen:
-            out.append([FaceEmbedding(f, vectors[k + j]) for j, f in enumerate(picked)])
+        for image, picked in zip(images, chosen):
+            out.append([FaceEmbedding(f, vectors[k + j], self.keep(image, f) if keep_faces else None)
+                        for j, f in enumerate(picked)])
             k += len(picked)
         return out
+
+    def keep(self, image: np.ndarray, face: Face | None) -> FaceCrop | None:
+        """The crop kept of a face detected in ``image`` (none of a centre-crop fallback)."""
+        return None if face is None else face_crop(image, face.landmarks, self.detector_kind)
 
     def process_paths(
         self,
@@ -140,14 +163,15 @@ class FacePipeline:
         face: FaceChoice = "largest",
         fallback: Fallback = "none",
         batch_size: int = 16,
+        keep_faces: bool = False,
     ) -> Iterator[ImageResult]:
         """Run the pipeline over files in batches, reading each file once; bad files come back with ``error``
-        set, never raised."""
+        set, never raised; ``keep_faces`` as in :meth:`process_images`."""
         batch: list[tuple[str, np.ndarray, str]] = []
 
         def flush() -> Iterator[ImageResult]:
             if batch:
-                results = self.process_images([img for _, img, _ in batch], face, fallback)
+                results = self.process_images([img for _, img, _ in batch], face, fallback, keep_faces)
                 for (p, _, sha), faces in zip(batch, results):
                     yield ImageResult(p, faces, None if faces else NoFaceError(p), sha)
                 batch.clear()

@@ -86,7 +86,7 @@ def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
     shown = c.get("/v1/identities/Colin Powell").json()
     assert shown["name"] == "Colin Powell" and [e["source"] for e in shown["embeddings"]] == [
         "upload:Colin_Powell_0001.jpg", "upload:Colin_Powell_0002.jpg"]
-    assert set(shown["embeddings"][0]) == {"source", "source_sha256", "box", "model_id", "created_at"}
+    assert set(shown["embeddings"][0]) == {"source", "source_sha256", "box", "model_id", "created_at", "face"}
     thumb = c.get("/v1/identities/Colin Powell/thumbnail")
     assert thumb.headers["content-type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(thumb.content, np.uint8), cv2.IMREAD_COLOR).shape[2] == 3

@@ -4,8 +4,9 @@ Exit codes: 0 success (verify: same person), 1 verify: different people, 2 error
 3 partial: some inputs failed and were reported, the rest were processed.
 
 The app, exit codes, shared options, error line and progress bar live in :mod:`.options`; the commands in
-:mod:`.core` (verify, enroll, identify, gallery, models, calibrate), :mod:`.demo`, :mod:`.evaluate` and
-:mod:`.train` register themselves on the app when imported below. Nothing here imports torch.
+:mod:`.core` (verify, enroll, identify, gallery, models, calibrate), :mod:`.reembed` (gallery reembed),
+:mod:`.demo`, :mod:`.evaluate` and :mod:`.train` register themselves on the app when imported below. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import typer
 
 from ..errors import FaceverifyError
 from .options import EXIT_DIFFERENT, EXIT_ERROR, EXIT_PARTIAL, app, err
-from . import core, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
+from . import core, reembed, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_PARTIAL", "app", "main", "run"]
 

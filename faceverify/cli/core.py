@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import typer
 
@@ -99,6 +99,9 @@ def enroll(
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
     flip: bool = FlipOpt,
+    keep_faces: bool = typer.Option(True, "--keep-faces/--no-keep-faces", help="Keep each enrolled face as a crop "
+                                    "(a 20-35 kB JPEG with margin, and its landmarks) so that `gallery reembed` can "
+                                    "move the gallery to another model; --no-keep-faces stores embeddings only."),
 ) -> None:
     """Enroll an identity from images (each image's face is stored), or many with --from-folders."""
     args = args or []
@@ -111,9 +114,9 @@ def enroll(
     fv = _verifier(model, device, backend, detector, threads, flip)
     with fv.open_gallery(gallery) as store:
         if from_folders is not None:
-            report = _enroll_folders(fv, store, from_folders, as_json)
+            report = _enroll_folders(fv, store, from_folders, as_json, keep_faces)
         else:
-            report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value)
+            report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value, keep_faces=keep_faces)
         for failure in report.failures:
             err(str(failure))
         if as_json:
@@ -128,12 +131,12 @@ def enroll(
     raise typer.Exit(EXIT_PARTIAL if report.failures else 0)
 
 
-def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool) -> EnrollReport:
+def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool, keep_faces: bool) -> EnrollReport:
     """``enroll --from-folders``, with a bar advancing once per sub-folder."""
     folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     with progress_bar(quiet) as start:
         advance = start("enrolling", len(folders))
-        return fv.enroll_folders(store, root, progress=lambda _name: advance(1))
+        return fv.enroll_folders(store, root, progress=lambda _name: advance(1), keep_faces=keep_faces)
 
 
 @app.command()
@@ -250,14 +253,15 @@ def gallery_list(gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt) -
 
 @gallery_app.command("show")
 def gallery_show(name: str, gallery: Optional[str] = GalleryOpt, as_json: bool = JsonOpt) -> None:
-    """One identity's stored embeddings: source file, its hash, face box and model."""
+    """One identity's stored embeddings: source file, its hash, face box, model, and whether its face is kept."""
     with _open_existing_gallery(gallery) as store:
         rows = store.embeddings_of(name)
         if as_json:
             typer.echo(json.dumps(dict(name=name, embeddings=rows)))
             return
         for r in rows:
-            typer.echo(f"{r['source']}\t{r['source_sha256'][:12]}\t{r['box'] or '-'}\t{r['model_id']}")
+            kept = "face kept" if r["face"] else "no face kept"
+            typer.echo(f"{r['source']}\t{r['source_sha256'][:12]}\t{r['box'] or '-'}\t{r['model_id']}\t{kept}")
 
 
 @gallery_app.command("remove")
@@ -278,16 +282,20 @@ def gallery_rename(old: str, new: str, gallery: Optional[str] = GalleryOpt) -> N
 
 @gallery_app.command("export")
 def gallery_export(out: Path, gallery: Optional[str] = GalleryOpt) -> None:
-    """Write every identity and embedding (vectors included) to a JSON file."""
+    """Write every identity and embedding (vectors and kept faces included) to a JSON file."""
     from .._util import write_atomic
 
     with _open_existing_gallery(gallery) as store:
-        records = [
-            dict(name=name, vector=[float(v) for v in vec], **meta) for name, vec, meta in store.iter_vectors()
-        ]
+        records = [_export_record(name, vec, meta) for name, vec, meta in store.iter_vectors(faces=True)]
         doc = dict(model_id=store.stored_model_id, embeddings=records)
     write_atomic(out, json.dumps(doc))
     typer.echo(f"exported {len(records)} embedding(s) to {out}")
+
+
+def _export_record(name: str, vector: Sequence[float], meta: dict) -> dict:
+    """One embedding as ``gallery export`` writes it (a kept face's JPEG in base64)."""
+    face = meta.pop("face")
+    return dict(name=name, vector=[float(v) for v in vector], **meta, face=None if face is None else face.to_dict())
 
 
 @gallery_app.command("migrate")

@@ -50,6 +50,11 @@ Templates
     memory until the next write. The stored embeddings stay the truth; ``search`` (best embedding per identity)
     remains. Template search is exact (one matrix product over the identities).
 
+Kept faces
+    Each embedding may carry the face crop it was made from (:class:`~faceverify.align.FaceCrop`: a JPEG of
+    the face with margin and its 5 landmarks), in its own table, deleted with the embedding, so that
+    ``FaceVerifier.reembed`` can make a gallery for another model without the source images.
+
 A ``Gallery`` object belongs to one thread; open one per thread or process.
 
 Modules, from the bottom up: ``names`` (the name policy), ``records`` (what goes in and comes out), ``store``
@@ -76,7 +81,7 @@ from .index import SearchIndex
 from .names import name_skeleton, validate_name
 from .pgstore import is_database_url
 from .ranking import rank
-from .records import Enrolment, Identity, enrolment_row
+from .records import Enrolment, Identity, enrolment_row, face_of
 from .store import Store, database_error, db_errors
 from .sync import GalleryIndexWarning, build_index, catch_up, load_saved_index, needs_saving, save_index
 
@@ -193,13 +198,19 @@ class Gallery(GalleryBase):
             next_id = max(store.meta_int("last_embedding_id"), int(top)) + 1
             for name, rows in prepared:
                 identity_id = store.identity_for_enrolment(name, now)
+                ids = range(next_id, next_id + len(rows))
                 cur = db.executemany(
                     "INSERT OR IGNORE INTO embeddings(id, identity_id, vector, source, source_sha256, box, model_id, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(next_id + i, identity_id, *row, store.model_id, now) for i, row in enumerate(rows)],
+                    [(rid, identity_id, *row[:4], store.model_id, now) for rid, row in zip(ids, rows)],
+                )
+                added[name] = added.get(name, 0) + max(cur.rowcount, 0)
+                db.executemany(  # only for the rows inserted (a face already enrolled keeps what it had)
+                    "INSERT INTO faces(embedding_id, image, landmarks, detector) SELECT ?, ?, ?, ? "
+                    "WHERE EXISTS (SELECT 1 FROM embeddings WHERE id = ?)",
+                    [(rid, *row[4], rid) for rid, row in zip(ids, rows) if row[4] is not None],
                 )
                 next_id += len(rows)
-                added[name] = added.get(name, 0) + max(cur.rowcount, 0)
             store.set_meta("last_embedding_id", str(next_id - 1))
             store.bump()
         return added
@@ -250,23 +261,30 @@ class Gallery(GalleryBase):
 
     @db_errors
     def embeddings_of(self, name: str) -> list[dict]:
-        """Stored metadata of one identity's embeddings (no vectors)."""
+        """Stored metadata of one identity's embeddings (no vectors; ``face``: whether its face is kept)."""
         identity_id = self._store.identity_id(name)
         rows = self._store.db.execute(
-            "SELECT source, source_sha256, box, model_id, created_at FROM embeddings WHERE identity_id = ? ORDER BY id",
+            "SELECT e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
+            "FROM embeddings e LEFT JOIN faces f ON f.embedding_id = e.id WHERE e.identity_id = ? ORDER BY e.id",
             (identity_id,),
         ).fetchall()
-        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t) for s, h, b, m, t in rows]
+        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t, face=bool(k))
+                for s, h, b, m, t, k in rows]
 
-    def iter_vectors(self) -> Iterator[tuple[str, np.ndarray, dict]]:
-        """Every stored embedding with its identity name and metadata."""
+    def iter_vectors(self, faces: bool = False) -> Iterator[tuple[str, np.ndarray, dict]]:
+        """Every stored embedding with its identity name and metadata; with ``faces``, ``meta["face"]`` is its
+        kept :class:`~faceverify.align.FaceCrop` or None."""
+        kept = "f.image, f.landmarks, f.detector" if faces else "NULL, NULL, NULL"
         try:
             rows = self._store.db.execute(
-                "SELECT i.name, e.vector, e.source, e.source_sha256, e.box, e.model_id, e.created_at "
-                "FROM embeddings e JOIN identities i ON i.id = e.identity_id ORDER BY e.id"
+                f"SELECT i.name, e.vector, e.source, e.source_sha256, e.box, e.model_id, e.created_at, {kept} "
+                "FROM embeddings e JOIN identities i ON i.id = e.identity_id "
+                f"{'LEFT JOIN faces f ON f.embedding_id = e.id ' if faces else ''}ORDER BY e.id"
             )
-            for name, blob, source, sha, box, model_id, created in rows:
+            for name, blob, source, sha, box, model_id, created, *face in rows:
                 meta = dict(source=source, source_sha256=sha, box=box or None, model_id=model_id, created_at=created)
+                if faces:
+                    meta["face"] = face_of(*face)
                 yield name, np.frombuffer(blob, np.float32), meta
         except sqlite3.DatabaseError as exc:
             raise database_error(self.path, exc) from None

@@ -4,8 +4,8 @@ The copy goes through the stores' own ``enroll_many`` (a transaction per ``BATCH
 target's ``bulk_loading`` (PostgreSQL: an empty target gets its HNSW index built once, after the copy), so the
 target's model check and name policy apply, and re-enrolling a face already there is a no-op: a copy cut short is
 finished by running it again. A target enrolled with another model (or embedding size) is refused before
-anything is written. Afterwards every source embedding (identity, source hash, box, vector bytes) must be in
-the target, checked by a sha256 over the sorted records of both sides.
+anything is written. Afterwards every source embedding (identity, source hash, box, vector bytes, kept face)
+must be in the target, checked by a sha256 over the sorted records of both sides.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import ConflictError, GalleryError
-from .records import Enrolment
+from ..align import FaceCrop
+from .records import Enrolment, parse_box
 
 BATCH = 500
 """Identities written per transaction."""
@@ -31,26 +32,35 @@ class MigrationReport:
     checksum: str
 
 
-def _records(gallery: Any, names: set[str] | None = None) -> list[tuple[str, str, str, bytes]]:
-    """(name, source hash, box, vector bytes) of every embedding (of ``names`` only, when given), sorted."""
+Record = tuple[str, str, str, bytes, str]
+
+
+def _face_digest(face: FaceCrop | None) -> str:
+    """A kept face's sha256 (of its image, landmarks and detector), '' for none."""
+    if face is None:
+        return ""
+    points = np.asarray(face.landmarks, np.float32).tobytes()
+    return hashlib.sha256(b"".join([face.image, points, face.detector.encode()])).hexdigest()
+
+
+def _records(gallery: Any, names: set[str] | None = None) -> list[Record]:
+    """(name, source hash, box, vector bytes, kept face digest) of every embedding (of ``names`` only, when
+    given), sorted."""
     rows = [
-        (name, str(meta["source_sha256"]), str(meta["box"] or ""), np.asarray(vec, np.float32).tobytes())
-        for name, vec, meta in gallery.iter_vectors()
+        (name, str(meta["source_sha256"]), str(meta["box"] or ""), np.asarray(vec, np.float32).tobytes(),
+         _face_digest(meta["face"]))
+        for name, vec, meta in gallery.iter_vectors(faces=True)
         if names is None or name in names
     ]
     return sorted(rows)
 
 
-def checksum(records: Iterable[tuple[str, str, str, bytes]]) -> str:
+def checksum(records: Iterable[Record]) -> str:
     digest = hashlib.sha256()
-    for name, sha, box, blob in records:
-        for part in (name.encode(), sha.encode(), box.encode(), blob):
+    for record in records:
+        for part in (p.encode() if isinstance(p, str) else p for p in record):
             digest.update(len(part).to_bytes(8, "little") + part)
     return digest.hexdigest()
-
-
-def _box(text: str | None) -> list[float] | None:
-    return [float(v) for v in text.split(",")] if text else None
 
 
 def migrate(source: Any, open_target: Callable[[str, int], Any],
@@ -67,9 +77,9 @@ def migrate(source: Any, open_target: Callable[[str, int], Any],
         if stored is not None and stored != model_id:
             raise ConflictError(f"{target.path}: gallery was enrolled with model {stored}, not {model_id}")
         people: dict[str, list[Enrolment]] = {}
-        for name, vec, meta in source.iter_vectors():
+        for name, vec, meta in source.iter_vectors(faces=True):
             people.setdefault(name, []).append(
-                Enrolment(vec, str(meta["source"]), str(meta["source_sha256"]), _box(meta["box"]))
+                Enrolment(vec, str(meta["source"]), str(meta["source_sha256"]), parse_box(meta["box"]), meta["face"])
             )
         items = list(people.items())
         added = 0

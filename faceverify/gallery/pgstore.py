@@ -4,22 +4,22 @@ pgvector extension, the tables and their schema version.
 Tables (prefixed ``faceverify_`` so that a gallery can live in a database that holds other things):
 ``faceverify_meta`` (key -> value: ``schema_version``, ``generation`` (bumped by every write, which also makes
 it the row every writer locks first), ``model_id``, ``embedding_size``), ``faceverify_identities`` (name
-unique, skeleton, timestamps) and ``faceverify_embeddings`` (``vector(dim)``, source, its sha256, box, model id,
-timestamp; unique per identity, source hash and box; an HNSW index with ``vector_cosine_ops``). The embeddings
-table is created by the first enrolment, which fixes the dimension.
+unique, skeleton, timestamps), ``faceverify_embeddings`` (``vector(dim)``, source, its sha256, box, model id,
+timestamp; unique per identity, source hash and box; an HNSW index with ``vector_cosine_ops``) and
+``faceverify_faces`` (per embedding, the face crop kept for re-embedding: JPEG, landmarks, detector; deleted with
+it). The embeddings and faces tables are created by the first enrolment, which fixes the dimension. Schema 1
+galleries gain the faces table on open (their embeddings have none).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import GalleryError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The PostgreSQL store's own schema version (``faceverify_meta.schema_version``)."""
-MIGRATIONS: dict[int, str] = {}
-"""SQL that takes a schema from version N to N + 1 (none yet)."""
 CONNECT_TIMEOUT_S = 10
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 64
 HNSW_BYTES_PER_ROW = 1280
@@ -65,6 +65,40 @@ _HNSW = f"""
 CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON faceverify_embeddings
     USING hnsw (vector vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})
 """
+
+
+_FACES = """
+CREATE TABLE IF NOT EXISTS faceverify_faces (
+    embedding_id BIGINT PRIMARY KEY REFERENCES faceverify_embeddings(id) ON DELETE CASCADE,
+    image BYTEA NOT NULL,
+    landmarks TEXT NOT NULL,
+    detector TEXT NOT NULL
+)
+"""
+
+
+def create_faces(conn: Any) -> None:
+    """The kept faces' table (right after the embeddings table it references)."""
+    conn.execute(_FACES)
+
+
+def _migrate_from_1(conn: Any) -> None:
+    """Schema 1 -> 2: the kept faces' table, where the embeddings table exists (else the first enrolment makes
+    both)."""
+    if conn.execute("SELECT to_regclass('faceverify_embeddings')").fetchone()[0] is not None:
+        create_faces(conn)
+
+
+INSERT_EMBEDDING = (
+    "INSERT INTO faceverify_embeddings(identity_id, vector, source, source_sha256, box, model_id, created_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+INSERT_WITH_FACE = (  # the face goes in only with its embedding (a face already enrolled keeps what it had)
+    f"WITH e AS ({INSERT_EMBEDDING} RETURNING id) "
+    "INSERT INTO faceverify_faces(embedding_id, image, landmarks, detector) SELECT id, %s, %s, %s FROM e"
+)
+MIGRATIONS: dict[int, Callable[[Any], None]] = {1: _migrate_from_1}
+"""What takes a schema from version N to N + 1 (inside ``ensure_schema``'s transaction)."""
 
 
 def is_database_url(location: object) -> bool:
@@ -171,8 +205,7 @@ def ensure_schema(conn: Any, where: str, create: bool) -> None:
                 "upgrade faceverify"
             )
         for step in range(int(version), SCHEMA_VERSION):
-            for stmt in filter(str.strip, MIGRATIONS[step].split(";")):
-                conn.execute(stmt)
+            MIGRATIONS[step](conn)
         conn.execute("UPDATE faceverify_meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
 

@@ -38,7 +38,8 @@ from .base import GalleryBase, rank_templates
 from .names import collapse_name, name_skeleton, validate_name
 from .pgpool import shared_pool, unavailable
 from .pgstore import HNSW_INDEX, build_search_index, create_embeddings, ensure_schema, import_driver, one_line, redact
-from .records import Enrolment, Identity, check_model, enrolment_row
+from .pgstore import INSERT_EMBEDDING, INSERT_WITH_FACE, create_faces
+from .records import Enrolment, Identity, check_model, enrolment_row, face_of
 
 EF_SEARCH = 100
 """The least HNSW candidate list a search uses (pgvector returns at most ``hnsw.ef_search`` rows)."""
@@ -190,6 +191,7 @@ class PostgresGallery(GalleryBase):
             self._set_meta(db, "model_id", str(self.model_id))
             self._set_meta(db, "embedding_size", str(dim))
             create_embeddings(db, dim)
+            create_faces(db)
         elif stored != self.model_id:
             raise ConflictError(f"{self.path}: gallery was enrolled with model {stored}, not {self.model_id}")
         dim = self.dim()
@@ -283,18 +285,17 @@ class PostgresGallery(GalleryBase):
         return added
 
     def _insert(self, db: Any, identity_id: int, rows: Sequence[tuple], now: float) -> int:
-        """Insert embedding rows (vector bytes, source, sha256, box); returns how many were new."""
-        if not rows:
-            return 0
-        params = [(identity_id, np.frombuffer(row[0], np.float32), row[1], row[2], row[3], self.model_id, now)
-                  for row in rows]
-        with db.cursor() as cur:
-            cur.executemany(  # pipelined: one round trip for the lot; rowcount is the sum
-                "INSERT INTO faceverify_embeddings(identity_id, vector, source, source_sha256, box, model_id, "
-                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                params,
-            )
-            return max(cur.rowcount, 0)
+        """Insert embedding rows (vector bytes, source, sha256, box, kept face or None); returns how many were
+        new."""
+        added = 0
+        for query, with_face in ((INSERT_EMBEDDING, False), (INSERT_WITH_FACE, True)):
+            params = [(identity_id, np.frombuffer(row[0], np.float32), *row[1:4], self.model_id, now,
+                       *(row[4] or ())) for row in rows if (row[4] is not None) == with_face]
+            if params:
+                with db.cursor() as cur:
+                    cur.executemany(query, params)  # pipelined: one round trip for the lot; rowcount is the sum
+                    added += max(cur.rowcount, 0)
+        return added
 
     @pg_errors
     def remove(self, name: str) -> int:
@@ -343,38 +344,44 @@ class PostgresGallery(GalleryBase):
 
     @pg_errors
     def embeddings_of(self, name: str) -> list[dict]:
-        """Stored metadata of one identity's embeddings (no vectors)."""
+        """Stored metadata of one identity's embeddings (no vectors; ``face``: whether its face is kept)."""
         db = self._db()
         identity_id = self._identity_id(db, name)
         if not self._bound():
             return []
         rows = db.execute(
-            "SELECT source, source_sha256, box, model_id, created_at FROM faceverify_embeddings "
-            "WHERE identity_id = %s ORDER BY id",
+            "SELECT e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
+            "FROM faceverify_embeddings e LEFT JOIN faceverify_faces f ON f.embedding_id = e.id "
+            "WHERE e.identity_id = %s ORDER BY e.id",
             (identity_id,),
         ).fetchall()
-        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t) for s, h, b, m, t in rows]
+        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t, face=bool(k))
+                for s, h, b, m, t, k in rows]
 
-    def iter_vectors(self) -> Iterator[tuple[str, np.ndarray, dict]]:
-        """Every stored embedding with its identity name and metadata (read a page at a time)."""
+    def iter_vectors(self, faces: bool = False) -> Iterator[tuple[str, np.ndarray, dict]]:
+        """Every stored embedding with its identity name and metadata (read a page at a time); with ``faces``,
+        ``meta["face"]`` is its kept :class:`~faceverify.align.FaceCrop` or None."""
         if not pg_errors(PostgresGallery._bound)(self):
             return
         last = 0
         while True:
-            rows = pg_errors(PostgresGallery._page)(self, last)
-            for rid, name, vector, source, sha, box, model_id, created in rows:
+            rows = pg_errors(PostgresGallery._page)(self, last, faces)
+            for rid, name, vector, source, sha, box, model_id, created, *face in rows:
                 meta = dict(source=source, source_sha256=sha, box=box or None, model_id=model_id, created_at=created)
+                if faces:
+                    meta["face"] = face_of(*face)
                 yield name, _array(vector), meta
                 last = rid
             if len(rows) < PAGE:
                 return
 
-    def _page(self, after: int) -> list[tuple]:
+    def _page(self, after: int, faces: bool) -> list[tuple]:
+        kept = ("f.image, f.landmarks, f.detector FROM faceverify_embeddings e LEFT JOIN faceverify_faces f "
+                "ON f.embedding_id = e.id") if faces else "NULL, NULL, NULL FROM faceverify_embeddings e"
         return self._db().execute(
-            "SELECT e.id, i.name, e.vector, e.source, e.source_sha256, e.box, e.model_id, e.created_at "
-            "FROM faceverify_embeddings e JOIN faceverify_identities i ON i.id = e.identity_id "
-            "WHERE e.id > %s ORDER BY e.id LIMIT %s",
-            (after, PAGE),
+            f"SELECT e.id, i.name, e.vector, e.source, e.source_sha256, e.box, e.model_id, e.created_at, {kept} "
+            "JOIN faceverify_identities i ON i.id = e.identity_id WHERE e.id > %s ORDER BY e.id LIMIT %s",
+            (after, PAGE // 10 if faces else PAGE),  # kept faces are ~20 kB each
         ).fetchall()
 
     @pg_errors

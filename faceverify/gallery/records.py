@@ -7,17 +7,20 @@ from typing import Sequence
 
 import numpy as np
 
+from ..align import FaceCrop
 from ..errors import ConflictError, GalleryError
 
 
 @dataclass(frozen=True)
 class Enrolment:
-    """One embedding to store: the vector, where it came from and which face in that image."""
+    """One embedding to store: the vector, where it came from, which face in that image and, unless the
+    enrolment opted out, the face crop kept for re-embedding with another model."""
 
     vector: np.ndarray
     source: str
     source_sha256: str
     box: Sequence[float] | None = None
+    face: FaceCrop | None = None
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,13 @@ class Identity:
     updated_at: float
 
 
-def enrolment_row(item: Enrolment, embedding_size: int | None) -> tuple[bytes, str, str, str]:
-    """(vector bytes, source, source sha256, box) of an enrolment, checked; raises GalleryError."""
+FaceRow = tuple[bytes, str, str]
+"""A kept face as stored: (JPEG bytes, landmarks text, detector)."""
+
+
+def enrolment_row(item: Enrolment, embedding_size: int | None) -> tuple[bytes, str, str, str, FaceRow | None]:
+    """(vector bytes, source, source sha256, box, kept face or None) of an enrolment, checked; raises
+    GalleryError."""
     try:
         vec = np.asarray(item.vector, np.float32).reshape(-1)
     except (TypeError, ValueError):
@@ -41,7 +49,31 @@ def enrolment_row(item: Enrolment, embedding_size: int | None) -> tuple[bytes, s
     if vec.size == 0 or not np.isfinite(vec).all():
         raise GalleryError(f"embedding of {item.source} is empty or not finite")
     box = "" if item.box is None else ",".join(f"{float(v):.1f}" for v in item.box)
-    return vec.tobytes(), str(item.source), str(item.source_sha256), box
+    return vec.tobytes(), str(item.source), str(item.source_sha256), box, face_row(item)
+
+
+def parse_box(text: str | None) -> list[float] | None:
+    """A stored box (``x1,y1,x2,y2`` text, '' or None for none) as numbers."""
+    return [float(v) for v in text.split(",")] if text else None
+
+
+def face_row(item: Enrolment) -> FaceRow | None:
+    """The stored form of an enrolment's kept face (None: none kept); raises GalleryError."""
+    face = item.face
+    if face is None:
+        return None
+    points = np.asarray(face.landmarks, np.float64)
+    if not face.image or points.shape != (5, 2) or not np.isfinite(points).all():
+        raise GalleryError(f"kept face of {item.source} is empty or its landmarks are not 5 finite points")
+    return bytes(face.image), " ".join(f"{x:.3f},{y:.3f}" for x, y in points), str(face.detector)
+
+
+def face_of(image: bytes | None, landmarks: str | None, detector: str | None) -> FaceCrop | None:
+    """A kept face read back from its stored form (None when the row has none)."""
+    if image is None or landmarks is None or detector is None:
+        return None
+    points = np.array([[float(v) for v in pair.split(",")] for pair in landmarks.split()], np.float32)
+    return FaceCrop(bytes(image), points, detector)
 
 
 def check_model(location: object, stored: str | None, size: str | None, model_id: str | None,

@@ -1,4 +1,9 @@
-"""The gallery's SQLite database: schema and migration, transactions, the meta table and bulk reads."""
+"""The gallery's SQLite database: schema and migration, transactions, the meta table and bulk reads.
+
+Schema 3 (this one) keeps, per embedding, the face crop it was made from (table ``faces``: JPEG, 5 landmarks
+in its pixels, the detector), deleted with its embedding; schema 2 galleries gain the empty table on open, their
+embeddings have no kept face. Deleted rows are overwritten (``secure_delete``): a removed identity's faces do not
+linger in the file's free pages."""
 
 from __future__ import annotations
 
@@ -14,8 +19,17 @@ from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .names import collapse_name, name_skeleton
 from .records import check_model
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_MS = 60_000
+
+_FACES = """
+CREATE TABLE IF NOT EXISTS faces (
+    embedding_id INTEGER PRIMARY KEY REFERENCES embeddings(id) ON DELETE CASCADE,
+    image BLOB NOT NULL,
+    landmarks TEXT NOT NULL,
+    detector TEXT NOT NULL
+)
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -37,7 +51,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     UNIQUE (identity_id, source_sha256, box)
 );
 CREATE INDEX IF NOT EXISTS embeddings_identity ON embeddings(identity_id);
-"""
+""" + _FACES
 
 T = TypeVar("T")
 
@@ -110,7 +124,8 @@ class Store:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if tables and "meta" not in tables:
             raise GalleryError(f"{self.path}: not a faceverify gallery (an SQLite database of something else)")
-        for pragma in (f"busy_timeout = {BUSY_MS}", "journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON"):
+        for pragma in (f"busy_timeout = {BUSY_MS}", "journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
+                       "secure_delete = ON"):
             self.db.execute(f"PRAGMA {pragma}")
         with self.write() as db:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -123,12 +138,14 @@ class Store:
                 for key, value in (("schema_version", SCHEMA_VERSION), ("generation", 0),
                                    ("last_embedding_id", 0), ("removal_epoch", 0)):
                     self.set_meta(key, str(value))
-            elif version == "1":
-                self._migrate_from_1()
+            elif version in ("1", "2"):
+                if version == "1":
+                    self._migrate_from_1()
+                self._migrate_from_2()
             elif version != str(SCHEMA_VERSION):
                 raise GalleryError(
                     f"{self.path}: gallery schema version {version[:20]!r} is not supported "
-                    f"(this faceverify reads {SCHEMA_VERSION} and migrates 1)"
+                    f"(this faceverify reads {SCHEMA_VERSION} and migrates 1 and 2)"
                 )
             db.execute("CREATE INDEX IF NOT EXISTS identities_skeleton ON identities(skeleton)")
             self._check_model()
@@ -141,6 +158,10 @@ class Store:
         (last,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM embeddings").fetchone()
         self.set_meta("last_embedding_id", str(last))
         self.set_meta("removal_epoch", "0")
+
+    def _migrate_from_2(self) -> None:
+        """Schema 2 -> 3: the table of kept faces (empty: older embeddings have none)."""
+        self.db.execute(_FACES)
         self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def _check_model(self) -> None:

@@ -98,9 +98,9 @@ def build_router(state: ServiceState) -> APIRouter:
 
     @router.post("/identities/{name:path}/faces")
     async def enroll(name: str, images: List[UploadFile] = File(...), skip_bad: bool = False,
-                     face: Face = FaceQ) -> dict:
+                     face: Face = FaceQ, keep_faces: bool = True) -> dict:
         """Add faces to ``name`` (created if new): the ``enroll --json`` object. All or nothing unless
-        ``skip_bad``."""
+        ``skip_bad``; each face's crop is kept for `gallery reembed` unless ``keep_faces=false``."""
         files: list[tuple[str, bytes] | BadInputError] = []
         if len(images) > config.max_files:
             raise ApiError(413, f"too many files ({len(images)}; the limit is {config.max_files} per request)")
@@ -109,7 +109,7 @@ def build_router(state: ServiceState) -> APIRouter:
                 files.append(await read_upload(f, f"images{i + 1}", config))
             except BadInputError as exc:
                 files.append(exc)
-        return await enroll_files(state, name, files, skip_bad, face.value)
+        return await enroll_files(state, name, files, skip_bad, face.value, keep_faces)
 
     @router.get("/identities/{name:path}/thumbnail")
     async def thumbnail(name: str) -> Response:
@@ -155,7 +155,7 @@ def build_router(state: ServiceState) -> APIRouter:
 
 async def enroll_files(
     state: ServiceState, name: str, files: list[tuple[str, bytes] | BadInputError], skip_bad: bool = False,
-    face: str = "largest",
+    face: str = "largest", keep_faces: bool = True,
 ) -> dict:
     """Enroll ``name`` from ``(label, bytes)`` files (a BadInputError stands for a file that could not be read):
     the ``enroll --json`` object. Any bad file stops it with the gallery unchanged unless ``skip_bad``."""
@@ -178,7 +178,9 @@ async def enroll_files(
         for u, faces in zip(uploads, await engine.embed([u.image for u in uploads], face)):  # type: ignore[arg-type]
             if not faces:
                 failures.append(NoFaceError(u.label))
-            items.extend((u, Enrolment(f.embedding, f"upload:{u.label}", u.sha256, f.box)) for f in faces)
+            kept = [engine.verifier.pipeline.keep(u.image, f.face) if keep_faces else None for f in faces]
+            items.extend((u, Enrolment(f.embedding, f"upload:{u.label}", u.sha256, f.box, k))
+                         for f, k in zip(faces, kept))
     failed = [str(f) for f in failures]
     if failures and (not skip_bad or not items):
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
