@@ -355,3 +355,25 @@ def _decodes(face: FaceCrop) -> bool:
     except ValueError:
         return False
     return True
+
+
+def gallery_model(location: str | Path | None) -> tuple[str, bool] | None:
+    """(model name, flip fusion) of the model an existing gallery at ``location`` was enrolled with, when that
+    model is available here: a gallery keeps answering with the model that made it when the default changes.
+    None for a new or empty gallery, or one whose model is not installed (opening it then says so)."""
+    from .embed import available_models
+    from .errors import GalleryError
+    from .gallery import gallery_exists, gallery_location
+
+    location = gallery_location(location)
+    if not gallery_exists(location):
+        return None
+    try:
+        with open_gallery(location, create=False) as store:
+            stored = store.stored_model_id
+    except GalleryError:  # no gallery in that database yet
+        return None
+    if stored is None:
+        return None
+    name = stored.split("@", 1)[0]
+    return (name, stored.endswith("+flip")) if name in available_models() else None

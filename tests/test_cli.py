@@ -174,6 +174,34 @@ def test_gallery_of_another_model_is_refused(capsys, tmp_path, gallery_env, lfw_
     assert code == 2 and "never mixed" in err
 
 
+def test_a_gallery_keeps_its_model_when_the_default_changes(capsys, tmp_path, monkeypatch, gallery_env, lfw_image):
+    from faceverify.embed import models_dir
+    from faceverify.gallery import Gallery
+
+    assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1))[0] == 0
+    with Gallery(gallery_env) as g:
+        made_with = g.stored_model_id
+    moved = tmp_path / "models"  # the shipped models, with another default
+    moved.mkdir()
+    for f in models_dir().iterdir():
+        if f.name != "DEFAULT":
+            (moved / f.name).symlink_to(f)
+    other = "edgeface-xxs" if not made_with.startswith("edgeface-xxs@") else "dlib-resnet-v1"
+    (moved / "DEFAULT").write_text(other)
+    monkeypatch.setenv("FACEVERIFY_MODELS", str(moved))
+    assert cli(capsys, "enroll", "George W Bush", lfw_image("George_W_Bush", 1))[0] == 0
+    code, out, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--json")
+    assert code == 0 and json.loads(out)["faces"][0]["name"] == "Colin Powell" and err == ""
+    with Gallery(gallery_env) as g:
+        assert g.stored_model_id == made_with and g.embedding_count() == 2
+    code, _, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2), "--model", other)
+    assert code == 2 and "never mixed" in err  # asking for another model is still refused
+    fresh = tmp_path / "new.sqlite"
+    assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1), "--gallery", fresh)[0] == 0
+    with Gallery(fresh) as g:
+        assert g.stored_model_id.startswith(other + "@")  # a new gallery gets the new default
+
+
 def test_identify_warns_when_calibration_cannot_hold_the_fpir(capsys, gallery_env, lfw_image):
     assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1))[0] == 0
     code, out, err = cli(capsys, "identify", lfw_image("Colin_Powell", 2))

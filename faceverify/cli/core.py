@@ -46,9 +46,16 @@ gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the galle
 def _verifier(
     model: Optional[str], device: Optional[str], backend: Optional[BackendOpt] = None,
     detector: Optional[DetectorOpt] = None, threads: Optional[int] = None, flip: bool = False,
+    gallery: Optional[str] = None, uses_gallery: bool = False,
 ) -> FaceVerifier:
-    from ..api import FaceVerifier
+    """The verifier for a command; one that ``uses_gallery`` without ``--model`` takes the model (and flip
+    fusion) the existing gallery was enrolled with, so a changed default never locks a gallery out."""
+    from ..api import FaceVerifier, gallery_model
 
+    if model is None and uses_gallery:
+        stored = gallery_model(gallery)
+        if stored is not None:
+            model, flip = stored[0], flip or stored[1]
     return FaceVerifier(model, device, backend=backend and backend.value, detector=detector and detector.value,
                         threads=threads, flip=flip)
 
@@ -111,7 +118,7 @@ def enroll(
         raise FaceverifyError("give NAME and at least one image or directory (or --from-folders DIR)")
     if from_folders is not None and args:
         raise FaceverifyError("--from-folders takes no NAME or images")
-    fv = _verifier(model, device, backend, detector, threads, flip)
+    fv = _verifier(model, device, backend, detector, threads, flip, gallery, uses_gallery=True)
     with fv.open_gallery(gallery) as store:
         if from_folders is not None:
             report = _enroll_folders(fv, store, from_folders, as_json, keep_faces)
@@ -170,7 +177,7 @@ def identify(
         raise FaceverifyError("give images or directories to identify, or --source for a camera or video")
     if source is None and (show or output is not None or realtime):
         raise FaceverifyError("--show, --output and --realtime go with --source")
-    fv = _verifier(model, device, backend, detector, threads, flip)
+    fv = _verifier(model, device, backend, detector, threads, flip, gallery, uses_gallery=True)
     from ..gallery import gallery_exists, gallery_location
 
     store_path = gallery_location(gallery)

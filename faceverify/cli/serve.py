@@ -53,7 +53,7 @@ def serve(
         queue_size=queue_size, batch_images=batch, keep_unknown=keep_unknown, webhooks=list(webhook or []),
     )
     config.check_listen()  # before the model loads
-    fv = _verifier(model, device, backend, detector, threads)
+    fv = _verifier(model, device, backend, detector, threads, gallery=gallery, uses_gallery=True)
     fv.pipeline.max_pixels = max_pixels
     typer.echo(f"faceverify: serving {fv.card.name} on http://{host}:{port}/ (gallery {config.gallery}; "
                f"{'key required' if config.secured else 'no key'})", err=True)
