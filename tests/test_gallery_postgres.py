@@ -241,9 +241,19 @@ def test_bulk_loading_builds_the_index_once_at_the_end(url):
         assert top(g, vec(5000)) == "late" and g.embedding_count() == 601
 
 
-def _terminate(postgres, pids: str = "SELECT pid FROM pg_stat_activity WHERE application_name = 'faceverify'") -> int:
+FACEVERIFY_SESSIONS = "SELECT pid FROM pg_stat_activity WHERE application_name = 'faceverify'"
+"""The server's sessions of faceverify's connection pools."""
+
+
+def _terminate(postgres, pids: str = FACEVERIFY_SESSIONS) -> int:
     with postgres.admin() as con:
         return len(con.execute(f"SELECT pg_terminate_backend(pid) FROM ({pids}) p").fetchall())
+
+
+def _sessions(postgres) -> int:
+    """How many sessions of faceverify's pools the server has."""
+    with postgres.admin() as con:
+        return con.execute(f"SELECT count(*) FROM ({FACEVERIFY_SESSIONS}) p").fetchone()[0]
 
 
 def test_a_lost_connection_is_replaced_or_an_error_never_a_wrong_answer(url, postgres):
@@ -308,6 +318,63 @@ def test_server_restarted_under_a_searching_process(url, postgres, tmp_path):
     assert counts["wrong"] == 0 and counts["right"] > 0 and counts["right_after_restart"] > 0, counts
     assert all("\n" not in e and e.startswith("postgresql://") and "not a GalleryError" not in e for e in seen["errors"])
     print(f"postgres restart under a searching process: {counts}; first error: {seen['errors'][:1]}")
+
+
+def test_server_restarted_under_a_running_identify_source(postgres, service_scene, verifier):
+    """`faceverify identify --source VIDEO --gallery postgresql://... --json` (real time, so that it runs for the
+    video's 4 s) while the server restarts: it reconnects and finishes, or stops with one error line and exit 2;
+    no event ever names the wrong person (scored against the video's ground truth), and it did search the
+    restarted server."""
+    if postgres.server is None:
+        pytest.skip("needs the pgserver-started server (to restart it)")
+    import os
+
+    import pgserver
+
+    from tools.bench_video import _who, score
+
+    url = postgres.fresh_url()
+    with verifier.open_gallery(url) as gallery:
+        for name, paths in service_scene["truth"]["gallery"].items():
+            verifier.enroll(gallery, name, paths)
+    cmd = [sys.executable, "-m", "faceverify.cli", "identify", "--source", str(service_scene["video"]),
+           "--gallery", url, "--json", "--realtime"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stdout.readline()  # the run has started: the gallery was opened and searched
+        assert first, proc.stderr.read()
+        pgserver.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=postgres.data_dir, user=postgres.server.system_user)
+        assert proc.poll() is None, "identify ended before the restart was over"
+        # this process's own pooled connection died with the restart and stays unused: a faceverify session on
+        # the restarted server is identify's, i.e. it searched the gallery again after the restart
+        reconnected, deadline = False, time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            reconnected = reconnected or _sessions(postgres) > 0
+            time.sleep(0.05)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    lines = [json.loads(line) for line in [first, *rest.splitlines()]]
+    events = [e for e in lines if "ended" not in e and "summary" not in e]
+    truth = service_scene["truth"]
+    scored = score(truth, [(e["frame"], e["box"], e["name"]) for e in events])
+    assert scored.get("wrong_face_frames", 0) == 0 and scored.get("strangers_named", 0) == 0, scored
+    # a named box on no ground-truth face (a person half out of the picture) carries its own track's right name
+    on_face = {(e["track"], e["name"]) for e in events if e["name"] and _who(truth, e["frame"], e["box"]) is not None}
+    off_face = {(e["track"], e["name"]) for e in events if e["name"] and _who(truth, e["frame"], e["box"]) is None}
+    assert off_face <= on_face, (off_face, on_face)
+    if proc.returncode == 0:
+        summary = lines[-1]["summary"]
+        assert summary["ended"] == "end of file" and events, summary
+        assert reconnected, "identify never searched the gallery after the restart: nothing was tested"
+        outcome = f"reconnected and finished ({summary['frames']} frames, {scored['face_frames_named']} named)"
+    else:
+        assert proc.returncode == 2, err
+        (line,) = err.strip().splitlines()
+        assert "Traceback" not in err and "postgresql://" in line, err
+        outcome = f"stopped with: {line}"
+    print(f"postgres restart under identify --source: {outcome}")
 
 
 # -- errors ------------------------------------------------------------------------------------------------
