@@ -1,4 +1,5 @@
-"""Small helpers every layer uses: hashing, atomic file writes, device choice, chunked SQL parameter lists.
+"""Small helpers every layer uses: hashing, atomic file writes, device choice, ONNX Runtime sessions, chunked SQL
+parameter lists.
 
 Nothing here imports torch at module level: the inference path must be able to start without it.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence, TypeVar
 
 if TYPE_CHECKING:
+    import onnxruntime
     import torch
 
 T = TypeVar("T")
@@ -62,6 +64,18 @@ def pick_device(device: "str | torch.device | None" = None) -> "torch.device":
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def onnx_session(model: bytes, threads: int | None = None) -> "onnxruntime.InferenceSession":
+    """A quiet ONNX Runtime CPU session of ``model``; ``threads`` caps its intra-op threads (None: its default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def chunked(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:

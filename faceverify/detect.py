@@ -1,5 +1,6 @@
-"""Face detection: boxes, scores and 5 landmarks for every face in a batch of images, by one of two detectors:
-YuNet (OpenCV's ``cv2.FaceDetectorYN`` on the shipped ONNX file; no torch) or MTCNN (facenet-pytorch; torch)."""
+"""Face detection: boxes, scores and 5 landmarks for every face in a batch of images, by one of three detectors:
+YuNet (OpenCV's ``cv2.FaceDetectorYN`` on the shipped ONNX file; no torch), MTCNN (facenet-pytorch; torch) or
+MTCNN's cascade on ONNX Runtime (``mtcnn-onnx``: the same weights exported, facenet-pytorch's faces; no torch)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,18 @@ import numpy as np
 
 from ._util import pick_device, sha256_bytes
 from .align import similarity_transform
-from .embed import models_dir
+from .embed import models_dir, onnx_runtime_installed
 from .errors import ModelError
 from .modelcard import DetectorCard
+from .mtcnn.cascade import Cascade
 
 if TYPE_CHECKING:
     import torch
 
 FaceChoice = Literal["largest", "center", "all"]
-DetectorName = Literal["yunet", "mtcnn"]
-DETECTORS = ("yunet", "mtcnn")
+DetectorName = Literal["yunet", "mtcnn", "mtcnn-onnx"]
+DETECTORS = ("yunet", "mtcnn", "mtcnn-onnx")
+"""The detectors one can choose; ``mtcnn-onnx`` finds MTCNN's faces and landmarks, so its ``kind`` is ``mtcnn``."""
 
 
 @dataclass(frozen=True)
@@ -123,17 +126,8 @@ class YuNetDetector:
     def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None):
         import cv2
 
-        path = detectors_dir() / "yunet.json"
-        self.card = DetectorCard.load(path) if path.is_file() else None
-        if self.card is None:
-            raise ModelError(f"{path}: YuNet is not installed (run tools/import_yunet.py, or use --detector mtcnn)")
-        model_path = path.parent / self.card.model
-        try:
-            model = model_path.read_bytes()
-        except OSError:
-            raise ModelError(f"{model_path}: detector file named by {path.name} is missing") from None
-        if sha256_bytes(model) != self.card.model_sha256:
-            raise ModelError(f"{model_path}: detector does not match the sha256 recorded in {path.name}")
+        self.card, (model,) = detector_files("yunet", "YuNet is not installed (run tools/import_yunet.py, or use "
+                                             "--detector mtcnn)")
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its one-time backend notice
         if threads:
             cv2.setNumThreads(threads)
@@ -187,7 +181,70 @@ class YuNetDetector:
         return YuNetDetector(min_face_size, self.score_threshold)
 
 
-AnyDetector = Union[Detector, YuNetDetector]
+class OnnxMtcnnDetector:
+    """MTCNN's cascade on ONNX Runtime (:mod:`faceverify.mtcnn`) from the stages named by ``detectors/mtcnn.json``,
+    each checked against its sha256: facenet-pytorch's faces, boxes, scores and landmarks, without torch. The
+    parameters are :class:`Detector`'s; ``threads`` caps ONNX Runtime's threads."""
+
+    kind: DetectorName = "mtcnn"
+    device = "cpu"
+
+    def __init__(
+        self, min_face_size: int = 20, score_threshold: float = 0.9,
+        stage_thresholds: Sequence[float] = (0.6, 0.7, 0.7), factor: float = 0.709, threads: int | None = None,
+    ):
+        self.card, models = detector_files("mtcnn", "MTCNN's ONNX export is not installed (run "
+                                           "tools/export_mtcnn.py, or use --detector mtcnn)")
+        try:
+            self._cascade = Cascade(models, min_face_size, stage_thresholds, factor, threads)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for malformed graphs
+            raise ModelError(f"mtcnn-onnx: ONNX Runtime cannot load a stage ({str(exc).splitlines()[0][:160]})") from None
+        self.min_face_size = min_face_size
+        self.score_threshold = score_threshold
+        self.threads = threads
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces in H x W x 3 uint8 RGB images, all run together (images of one size share PNet's batches)."""
+        results: list[list[Face]] = [[] for _ in images]
+        able = [i for i, img in enumerate(images) if min(img.shape[:2]) >= self.min_face_size]
+        for i, found in zip(able, self._cascade.detect([images[i] for i in able])):
+            results[i] = [Face(box=b, score=float(p), landmarks=lm)
+                          for b, p, lm in zip(found.boxes, found.scores, found.landmarks) if p >= self.score_threshold]
+        return results
+
+    def detect_one(self, image: np.ndarray) -> list[Face]:
+        """Faces in one RGB image."""
+        return self.detect([image])[0]
+
+    def template_for(self, template: np.ndarray) -> np.ndarray:
+        """The card's template as is: these are MTCNN's landmarks."""
+        return template
+
+    def like(self, min_face_size: int, factor: float) -> "OnnxMtcnnDetector":
+        """A detector like this one (score threshold, threads) with its own smallest face and pyramid factor."""
+        return OnnxMtcnnDetector(min_face_size, self.score_threshold, factor=factor, threads=self.threads)
+
+
+AnyDetector = Union[Detector, YuNetDetector, OnnxMtcnnDetector]
+
+
+def detector_files(name: str, missing: str) -> tuple[DetectorCard, list[bytes]]:
+    """The card ``detectors/<name>.json`` and the bytes of each ONNX file it names, each checked against its
+    sha256; ModelError (``missing`` when there is no card) otherwise."""
+    path = detectors_dir() / f"{name}.json"
+    if not path.is_file():
+        raise ModelError(f"{path}: {missing}")
+    card = DetectorCard.load(path)
+    models = []
+    for file, sha256 in card.files().items():
+        model_path = path.parent / file
+        try:
+            models.append(model_path.read_bytes())
+        except OSError:
+            raise ModelError(f"{model_path}: detector file named by {path.name} is missing") from None
+        if sha256_bytes(models[-1]) != sha256:
+            raise ModelError(f"{model_path}: detector does not match the sha256 recorded in {path.name}")
+    return card, models
 
 
 def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
@@ -202,7 +259,7 @@ def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
 def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
     """The alignment template for landmarks found by ``detector`` (a kind in DETECTORS) that is the card's
     ``template`` for MTCNN's: what re-aligns a kept face whatever detector the pipeline now uses."""
-    if detector == "mtcnn":
+    if detector in ("mtcnn", "mtcnn-onnx"):
         return np.asarray(template, np.float64)
     if detector == "yunet":
         path = detectors_dir() / "yunet.json"
@@ -217,7 +274,8 @@ def yunet_installed() -> bool:
 
 
 def choose_detector(detector: str | None = None, device: str | None = None) -> DetectorName:
-    """``detector`` when given; else YuNet on CPU when it is installed, MTCNN otherwise (and on CUDA)."""
+    """``detector`` when given; else YuNet on CPU when it is installed, MTCNN otherwise (and on CUDA). MTCNN's
+    ONNX cascade (``mtcnn-onnx``) is only used when asked for."""
     if detector is None:
         on_cpu = device is None or str(device) == "cpu"
         return "yunet" if on_cpu and yunet_installed() else "mtcnn"
@@ -231,9 +289,17 @@ def make_detector(
     score_threshold: float | None = None, threads: int | None = None,
 ) -> AnyDetector:
     """The chosen detector (see :func:`choose_detector`); ``score_threshold`` None means the detector's own
-    default (MTCNN 0.9, YuNet its card's); ``threads`` caps OpenCV's threads (YuNet) or torch's (MTCNN)."""
-    if choose_detector(detector, None if device is None else str(device)) == "yunet":
+    default (MTCNN 0.9, YuNet its card's); ``threads`` caps OpenCV's threads (YuNet), ONNX Runtime's (mtcnn-onnx)
+    or torch's (MTCNN)."""
+    chosen = choose_detector(detector, None if device is None else str(device))
+    if chosen == "yunet":
         return YuNetDetector(min_face_size, score_threshold, threads)
+    if chosen == "mtcnn-onnx":
+        if device is not None and str(device) != "cpu":
+            raise ModelError(f"the mtcnn-onnx detector runs on cpu, not {device} (use --detector mtcnn)")
+        if not onnx_runtime_installed():
+            raise ModelError("the mtcnn-onnx detector needs onnxruntime (pip install onnxruntime), or use --detector mtcnn")
+        return OnnxMtcnnDetector(min_face_size, 0.9 if score_threshold is None else score_threshold, threads=threads)
     if threads:
         import torch
 

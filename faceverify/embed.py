@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
-from ._util import pick_device, sha256_bytes, sha256_file
+from ._util import onnx_session, pick_device, sha256_bytes, sha256_file
 from .errors import ModelError
 from .modelcard import ModelCard
 
@@ -144,15 +144,8 @@ class OnnxEmbedder:
     device = "cpu"
 
     def __init__(self, card: ModelCard, model: bytes, threads: int | None = None):
-        import onnxruntime as ort
-
         self.card = card
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._session = onnx_session(model, threads)
         self._input = self._session.get_inputs()[0].name
         self._mean = np.asarray(card.mean, np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(card.std, np.float32).reshape(1, 3, 1, 1)

@@ -172,6 +172,8 @@ class DetectorCard:
     ``mean_shapes`` maps ``mtcnn`` and ``own`` to the mean 5-point shapes of MTCNN's and this detector's landmarks
     on the same faces (in one frame): the embedding cards' templates are fitted to MTCNN's points, so this
     detector aligns onto the template moved as its mean shape sits against MTCNN's (see ``YuNetDetector.template_for``).
+    A cascade of several networks names them in ``stages`` (stage -> ``{"model": file, "sha256": hex}``, in the
+    order they run) and leaves ``model`` and ``model_sha256`` empty; ``max_side`` 0 means full resolution.
     """
 
     name: str
@@ -183,6 +185,7 @@ class DetectorCard:
     max_side: int
     licence: str
     mean_shapes: dict[str, list[list[float]]] = field(default_factory=dict)
+    stages: dict[str, dict[str, str]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     schema: int = CARD_SCHEMA
@@ -196,17 +199,26 @@ class DetectorCard:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as exc:
             raise ModelError(f"{path}: unreadable detector card ({type(exc).__name__}: {exc})") from None
         problems = [
-            not _is_plain_name(card.model) or not card.model.endswith(".onnx"), not _is_sha256(card.model_sha256),
+            not isinstance(card.stages, dict) or not all(map(_is_model_file, card.files().items())),
+            bool(card.stages) == bool(card.model or card.model_sha256),
             not _is_finite(card.score_threshold) or not 0 < card.score_threshold < 1,
             not _is_finite(card.nms_threshold) or not 0 < card.nms_threshold < 1,
-            not isinstance(card.max_side, int) or not 32 <= card.max_side <= 8192, card.schema != CARD_SCHEMA,
+            not isinstance(card.max_side, int) or not (32 <= card.max_side <= 8192 or card.max_side == 0),
+            card.schema != CARD_SCHEMA,
             not isinstance(card.mean_shapes, dict) or set(card.mean_shapes) not in (set(), {"mtcnn", "own"}),
             not all(isinstance(s, list) and len(s) == 5 and all(map(_is_point, s)) for s in card.mean_shapes.values()),
         ]
         if any(problems):
-            raise ModelError(f"{path}: invalid detector card (model, model_sha256, thresholds in (0, 1), max_side, "
-                             "mean_shapes)")
+            raise ModelError(f"{path}: invalid detector card (model and model_sha256 or stages, thresholds in (0, 1), "
+                             "max_side, mean_shapes)")
         return card
+
+    def files(self) -> dict[str, str]:
+        """The ONNX files this detector runs, each with the sha256 it must have (stages in order)."""
+        if not self.stages:
+            return {self.model: self.model_sha256}
+        entries = [s if isinstance(s, dict) else {} for s in self.stages.values()]
+        return {str(e.get("model", "")): e.get("sha256", "") for e in entries}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -222,6 +234,12 @@ def _is_point(p: Any) -> bool:
 
 def _is_sha256(v: Any) -> bool:
     return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def _is_model_file(entry: tuple[Any, Any]) -> bool:
+    """(file name, sha256) of an ONNX file beside the card."""
+    name, sha = entry
+    return isinstance(name, str) and _is_plain_name(name) and name.endswith(".onnx") and _is_sha256(sha)
 
 
 def _is_plain_name(name: str) -> bool:

@@ -56,6 +56,7 @@ class DetectorOpt(str, Enum):
 
     yunet = "yunet"
     mtcnn = "mtcnn"
+    mtcnn_onnx = "mtcnn-onnx"
 
 
 class MatchOpt(str, Enum):
@@ -74,7 +75,8 @@ FlipOpt = typer.Option(False, "--flip", help="Embed each face together with its 
 BackendChoiceOpt = typer.Option(None, "--backend", help="Embedding runtime (default: onnx on CPU when onnxruntime "
                                 "is installed and the model has an ONNX export, else torch; --device cuda: torch).")
 DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default: yunet on CPU when installed, "
-                                 "else mtcnn; --device cuda: mtcnn).")
+                                 "else mtcnn; --device cuda: mtcnn). mtcnn is facenet-pytorch's (torch); "
+                                 "mtcnn-onnx the same cascade and weights on ONNX Runtime (CPU, no torch).")
 ThreadsOpt = typer.Option(1, "--threads", min=1, max=256, help="CPU threads for the detector and the network "
                           "(default 1: small jobs on shared machines run fastest so).")
 
