@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from faceverify.cli import run
+from faceverify.embed import resolve_card
 from faceverify.eval.pairs import read_lfw_people
 
 
@@ -152,7 +153,7 @@ def test_gallery_commands_and_persistence(capsys, tmp_path, gallery_env, lfw_ima
     out_file = tmp_path / "export.json"
     assert cli(capsys, "gallery", "export", out_file)[0] == 0
     exported = json.loads(out_file.read_text())
-    assert exported["embeddings"][0]["name"] == "General Powell" and len(exported["embeddings"][0]["vector"]) == 128
+    assert exported["embeddings"][0]["name"] == "General Powell" and len(exported["embeddings"][0]["vector"]) == resolve_card()[0].embedding_size
     code, _, err = cli(capsys, "gallery", "remove", "Nobody")
     assert code == 2 and "no identity named 'Nobody'" in err
     assert cli(capsys, "gallery", "remove", "General Powell")[0] == 0

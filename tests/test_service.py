@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faceverify.embed import default_model_name
 from faceverify.gallery import Gallery
 from faceverify.service import ServiceConfig, create_app
 from faceverify.service.config import MiB
@@ -51,7 +52,7 @@ def _error(resp: httpx.Response, status: int | tuple[int, ...]) -> str:
 
 def test_health_is_open_and_everything_else_needs_the_key(service, lfw_image):
     health = httpx.get(service.url + "/v1/health").json()
-    assert health == dict(status="ok", model="dlib-resnet-v1", gallery=str(service.config.gallery),
+    assert health == dict(status="ok", model=default_model_name(), gallery=str(service.config.gallery),
                           identities=health["identities"])
     url = service.url
     assert "API key" in _error(httpx.get(url + "/v1/identities"), 401)
@@ -105,7 +106,7 @@ def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
     pair = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Colin_Powell", 4)])
     same = c.post("/v1/verify", files=pair).json()
     assert set(same) == {"same", "similarity", "threshold", "far", "model", "box_a", "box_b"}
-    assert same["same"] is True and same["far"] == 1e-3 and same["model"] == "dlib-resnet-v1"
+    assert same["same"] is True and same["far"] == 1e-3 and same["model"] == default_model_name()
     other = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Tony_Blair", 1)])
     assert c.post("/v1/verify?far=0.0001", files=other).json()["same"] is False
 

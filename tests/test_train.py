@@ -59,6 +59,8 @@ exec(compile(TINY_NET, "tiny_test_net", "exec"))
 class StandInDetector:
     """Returns one face whose landmarks are the template scaled to the image (none for files named nf_*)."""
 
+    kind = "mtcnn"  # its landmarks are on the template's (MTCNN's) points
+
     def __init__(self, template: list[list[float]], size: int):
         self.landmarks = np.asarray(template, np.float32)
         self.size = size
@@ -159,16 +161,18 @@ def test_prepare_flags_and_resumes(dataset: Path, geometry, cache: FaceCache, tm
     assert detector.calls == 0
 
 
-def test_prepared_crops_match_the_pipeline(lfw_image):
-    """The cache's crops are the product's: same detector, face choice, template and alignment."""
-    from faceverify.detect import Detector, select_faces
+@pytest.mark.parametrize("kind", ["mtcnn", "yunet"])
+def test_prepared_crops_match_the_pipeline(lfw_image, kind):
+    """The cache's crops are the product's: same detector, face choice, template and alignment (YuNet's
+    landmarks onto the template moved to its points, as the stills pipeline aligns them)."""
+    from faceverify.detect import make_detector, select_faces
     from faceverify.images import load_image
     from faceverify.pipeline import FacePipeline
     from faceverify.train.prepare import process_chunk
 
     files = [lfw_image("Aaron_Peirsol", 1), lfw_image("Abdullah_Gul", 2)]
-    detector = Detector("cpu")
-    result = process_chunk([str(f) for f in files], scaled_geometries([150]), "center", detector)
+    detector = make_detector(kind, "cpu")
+    result = process_chunk([str(f) for f in files], scaled_geometries([150], "dlib-resnet-v1"), "center", detector)
     pipeline = FacePipeline("dlib-resnet-v1", "cpu", detector=detector)
     images = [load_image(f) for f in files]
     for k, (image, faces) in enumerate(zip(images, detector.detect(images))):  # the same batch as the chunk's

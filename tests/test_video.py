@@ -115,7 +115,7 @@ def test_schedule_stretches_while_stable_and_resets_on_change():
 
 def test_label_needs_agreement_and_does_not_flicker():
     point = OperatingPoint(0.9, 1e-3)
-    ident = TrackIdentity(VideoSettings(min_samples=2, good_quality=0.3, confirm=2, margin=0.03))
+    ident = TrackIdentity(VideoSettings(min_samples=2, good_quality=0.3, confirm=2), margin=0.03)
     vec = np.ones(4, np.float32) / 2
     ident.add(0.5, vec)
     assert not ident.decide("Ada", 0.95, point) and ident.status == "pending"  # one sample is not enough

@@ -32,6 +32,13 @@ class PrepareFace(str, Enum):
     largest = "largest"
 
 
+class PrepareDetector(str, Enum):
+    """The detector a cache is prepared with."""
+
+    mtcnn = "mtcnn"
+    yunet = "yunet"
+
+
 @train_app.command()
 def prepare(
     data: Path = typer.Argument(..., help="Identity folders (DATA/<identity>/*.jpg), or an LFW root with --people/--pairs."),
@@ -44,6 +51,7 @@ def prepare(
     workers: Optional[int] = typer.Option(None, "--workers", help="Detector processes (0: in this process; default 0 with CUDA, else min(4, CPUs))."),
     chunk_size: int = typer.Option(256, "--chunk-size", help="Images per resumable chunk."),
     device: Optional[str] = typer.Option(None, "--device", help="Detector device (default: CUDA when available)."),
+    detector: PrepareDetector = typer.Option(PrepareDetector.mtcnn, "--detector", help="mtcnn (training's front end) or yunet (the CPU stills default: caches to evaluate models on its detections; default out gets -yunet)."),
     as_json: bool = typer.Option(False, "--json", help="Print the cache summary as JSON."),
 ) -> None:
     """Detect and align every face once (the shipped front end) into a memory-mapped cache; resumable."""
@@ -69,12 +77,14 @@ def prepare(
         listing, selection, stem = list_lfw_pairs(lfw_image_dir(data), pairs), f"pairs:{pairs.name}", pairs.stem
     else:
         listing, selection, stem = list_identity_folders(data), "identity folders", "folders"
-    out = out or default_cache_root() / f"{data.resolve().name}-{stem}"
+    suffix = "" if detector is PrepareDetector.mtcnn else f"-{detector.value}"
+    out = out or default_cache_root() / f"{data.resolve().name}-{stem}{suffix}"
     geometries = scaled_geometries(size or DEFAULT_SIZES, reference)
     workers = default_workers() if workers is None else workers
     with progress_bar(as_json) as start:
         advance = start("preparing faces", len(listing.paths))
-        cache = run_prepare(listing, out, geometries, face.value, workers, chunk_size, device, advance, selection)
+        cache = run_prepare(listing, out, geometries, face.value, workers, chunk_size, device, advance, selection,
+                            detector_kind=detector.value)
     summary = dict(
         cache=str(out), images=len(cache.paths), identities=len(cache.names),
         no_face=int((cache.status == NO_FACE).sum()), unreadable=int((cache.status == UNREADABLE).sum()),

@@ -66,7 +66,8 @@ def front_end_tag(pipeline: FacePipeline) -> str:
     backend = getattr(getattr(pipeline, "embedder", None), "backend", None)
     if detector is None and backend is None:
         return ""
-    return f":{type(detector).__name__}/{backend}" + ("+flip" if getattr(pipeline, "flip", False) else "")
+    name = getattr(pipeline, "detector_tag", None) or type(detector).__name__
+    return f":{name}/{backend}" + ("+flip" if getattr(pipeline, "flip", False) else "")
 
 
 def embed_paths(

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._util import sha256_bytes, write_atomic
-from ..detect import Detector, FaceChoice, select_faces
+from ..detect import AnyDetector, DetectorName, FaceChoice, make_detector, select_faces
 from ..errors import BadInputError, FaceverifyError
 from ..images import list_images, load_image
 
@@ -155,6 +155,7 @@ class FaceCache:
         self.landmarks = np.load(self.dir / "landmarks.npy")
         self.face: FaceChoice = self.meta["face"]
         self.geometries = {g["size"]: Geometry(g["size"], g["template"]) for g in self.meta["geometries"]}
+        self.detector_kind: DetectorName = self.meta.get("detector", {}).get("kind", "mtcnn")
         self._crops: dict[int, np.ndarray] = {}
 
     @property
@@ -205,22 +206,27 @@ class ChunkResult:
     crops: dict[int, np.ndarray]
 
 
-_DETECTOR: Detector | None = None
+_DETECTOR: AnyDetector | None = None
+
+DETECTOR_META = {
+    "mtcnn": dict(name="MTCNN (facenet-pytorch)", min_face_size=20, score_threshold=0.9),
+    "yunet": dict(kind="yunet", name="YuNet (OpenCV)", min_face_size=20),
+}
+"""What ``meta.json`` records of each detector a cache can be prepared with."""
 
 
-def _init_worker(device: str | None, threads: int) -> None:
-    import torch
-
+def _init_worker(device: str | None, threads: int, kind: DetectorName) -> None:
     global _DETECTOR
-    torch.set_num_threads(threads)
-    _DETECTOR = Detector(device)
+    _DETECTOR = make_detector(kind, device, threads=threads)
 
 
 def process_chunk(
-    files: Sequence[str], geometries: Sequence[Geometry], face: FaceChoice, detector: Detector | None = None
+    files: Sequence[str], geometries: Sequence[Geometry], face: FaceChoice, detector: AnyDetector | None = None
 ) -> ChunkResult:
-    """Detect, choose and align one face per image (centre crop when none is found)."""
+    """Detect, choose and align one face per image (centre crop when none is found); the geometry's template is
+    for MTCNN's landmarks, moved to the detector's own (:func:`~faceverify.detect.landmark_template`)."""
     from ..align import align_face, center_crop
+    from ..detect import landmark_template
 
     detector = detector or _DETECTOR
     assert detector is not None, "process_chunk needs a detector (or a worker initialised by _init_worker)"
@@ -238,6 +244,7 @@ def process_chunk(
             continue
     order = list(images)
     detections = detector.detect([images[i] for i in order]) if order else []
+    templates = {g.size: landmark_template(detector.kind, np.asarray(g.template, np.float64)) for g in geometries}
     for i, faces in zip(order, detections):
         image = images[i]
         picked = select_faces(faces, image.shape, face)
@@ -247,8 +254,8 @@ def process_chunk(
         else:
             status[i] = NO_FACE
         for g in geometries:
-            template = np.asarray(g.template, np.float64)
-            crops[g.size][i] = align_face(image, picked[0].landmarks, template, g.size) if picked else center_crop(image, g.size)
+            crops[g.size][i] = (align_face(image, picked[0].landmarks, templates[g.size], g.size) if picked
+                                else center_crop(image, g.size))
     return ChunkResult(status, boxes, scores, landmarks, crops)
 
 
@@ -262,13 +269,15 @@ def prepare(
     device: str | None = None,
     progress: Callable[[int], None] | None = None,
     selection: str = "identity folders",
-    detector: Detector | None = None,
+    detector: AnyDetector | None = None,
+    detector_kind: DetectorName = "mtcnn",
 ) -> FaceCache:
     """Write (or finish) the face cache of ``listing`` in ``out``; chunks already written are skipped.
 
     ``workers`` > 0 runs that many detector processes (each with ``cpu_count // workers`` threads);
     0 detects in this process (the right choice on a GPU, where batched detection is the parallelism) with
-    ``detector`` or a new :class:`~faceverify.detect.Detector` on ``device``.
+    ``detector`` or a new one of ``detector_kind`` on ``device`` (MTCNN, training's front end, or YuNet, the
+    CPU stills default, to evaluate models on its detections).
     """
     out.mkdir(parents=True, exist_ok=True)
     n = len(listing.paths)
@@ -282,13 +291,13 @@ def prepare(
         identities=len(listing.names),
         chunk_size=chunk_size,
         listing_sha256=listing.digest(),
-        detector=dict(name="MTCNN (facenet-pytorch)", min_face_size=20, score_threshold=0.9),
+        detector=DETECTOR_META[detector_kind],
     )
     meta_path = out / "meta.json"
     fresh = not meta_path.exists()
     if not fresh:
         old = json.loads(meta_path.read_text())
-        keys = ("version", "root", "face", "geometries", "listing_sha256", "chunk_size")
+        keys = ("version", "root", "face", "geometries", "listing_sha256", "chunk_size", "detector")
         changed = [k for k in keys if old.get(k) != meta[k]]
         if changed:
             raise FaceverifyError(f"{out}: holds a different cache ({', '.join(changed)} differ); use another --out")
@@ -329,13 +338,14 @@ def prepare(
             progress(sl.stop - sl.start)
 
     if workers <= 0:
-        detector = detector or Detector(device)
+        detector = detector or make_detector(detector_kind, device)
         for c in todo:
             store(c, process_chunk(chunk_files(c), geometries, face, detector))
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(device, threads)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(device, threads, detector_kind)) as pool:
             pending: dict[Future, int] = {}
             queue = list(todo)
             while queue or pending:

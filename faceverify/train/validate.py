@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..align import align_face, center_crop
-from ..detect import Face, FaceChoice
+from ..detect import Face, FaceChoice, landmark_template
 from ..embed import Embedder
 from ..errors import NoFaceError
 from ..images import load_image
@@ -49,6 +49,9 @@ class CachedFrontEnd:
         for cache, has_crops in sorted(fits, key=lambda f: not f[1]):  # caches with the model's crops first
             for row, path in enumerate(cache.absolute_paths()):
                 self._index.setdefault(str(path.resolve()), (cache, row, has_crops and transform is None))
+        kinds = sorted({c.detector_kind for c in caches})
+        # what the evaluation cache's key records of the detections (MTCNN caches keep their old key)
+        self.detector_tag = None if kinds in ([], ["mtcnn"]) else "cache-" + "+".join(kinds)
 
     @property
     def card(self) -> ModelCard:
@@ -69,7 +72,8 @@ class CachedFrontEnd:
         if self._transform is not None:
             image = self._transform(image, cache.boxes[row] if cache.status[row] == FACE else None)
         if cache.status[row] == FACE:
-            return align_face(image, cache.landmarks[row].astype(np.float64), self._template, size)
+            template = landmark_template(cache.detector_kind, self._template)
+            return align_face(image, cache.landmarks[row].astype(np.float64), template, size)
         return center_crop(image, size)
 
     def _live_pipeline(self) -> FacePipeline:

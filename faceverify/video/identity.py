@@ -29,10 +29,11 @@ def face_quality(crop: np.ndarray, landmarks: np.ndarray) -> float:
 class TrackIdentity:
     """The embeddings kept for one track, its template (their mean), and the label decided from it, with
     hysteresis. ``checking``: the track's continuity broke and its label is withheld until a fresh embedding of
-    its face matches the template again."""
+    its face matches the template again. ``margin``: the hysteresis in similarity (the model's scale)."""
 
-    def __init__(self, settings: VideoSettings):
+    def __init__(self, settings: VideoSettings, margin: float):
         self.settings = settings
+        self.margin = margin
         self.samples: list[tuple[float, np.ndarray]] = []
         self.embedded = 0
         self.name: str | None = None
@@ -89,7 +90,7 @@ class TrackIdentity:
             if name == self.name:
                 self._streak = 0
                 return False
-            clear = score >= point.threshold + s.margin if name is not None else score < point.threshold - s.margin
+            clear = score >= point.threshold + self.margin if name is not None else score < point.threshold - self.margin
             if not clear:
                 self._streak = 0
                 return False

@@ -49,6 +49,8 @@ class VideoIdentifier:
         self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples,
                                                    match=self.settings.match)
         self.recheck = operating_point(verifier.card, far=self.settings.recheck_far).threshold
+        card = verifier.card  # the margin in decades of FAR: the similarity between the card's 1e-2 and 1e-3 points
+        self.margin = self.settings.margin * (card.threshold_for(1e-3) - card.threshold_for(1e-2))
         gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # build the index before frame one
 
     def run(self, source: str | int, realtime: bool = False) -> "VideoRun":
@@ -221,7 +223,7 @@ class VideoRun:
                 if ident.samples:
                     verified.append(track)
         for track, fi in fresh:
-            ident = self.identities[track.id] = TrackIdentity(s)
+            ident = self.identities[track.id] = TrackIdentity(s, self.identifier.margin)
             if fi in vectors and fi in full and fi not in crowded:
                 ident.add(quality[fi], vectors[fi])
                 verified.append(track)

@@ -19,7 +19,9 @@ class VideoSettings:
     quality-weighted mean of the samples at least half as good as the best, once ``min_samples`` are in and one
     reaches ``good_quality`` (or ``max_samples`` are in); a label is given when ``confirm`` successive decisions
     agree, and changed only when ``confirm`` successive decisions clear the threshold by ``margin`` the other
-    way.
+    way; ``margin`` is in decades of false-accept rate, so that it means the same for every model (in similarity:
+    ``margin`` times the distance between the card's thresholds at FAR 1e-2 and 1e-3; 0.25 is 0.005 for
+    ``dlib-resnet-v1``, 0.019 for ``edgeface-xxs``).
     Safety: every detected, fully visible face of a track is embedded and compared with the track's own
     template; below the calibrated threshold at ``recheck_far`` the track ends ("identity changed") and the face
     starts a new, unnamed track (``recheck`` False turns this off: only the faces kept as samples are embedded,
@@ -51,7 +53,7 @@ class VideoSettings:
     min_samples: int = 2
     good_quality: float = 0.15
     confirm: int = 2
-    margin: float = 0.005
+    margin: float = 0.25
     match: str = "best"
     agree: bool = True
     recheck: bool = True
