@@ -135,9 +135,18 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
         assert np.asarray(Image.open(page).convert("RGB")).std() > 10
 
         find(By.ID, "unknown-refresh").click()
-        card = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#unknown .unknown-face"), 30, "an unknown face")[0]
-        card.find_element(By.TAG_NAME, "input").send_keys("Door Visitor")
-        card.find_element(By.TAG_NAME, "button").click()
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for attempt in range(5):  # the list is re-rendered when the stream's unknown faces change: take it afresh
+            card = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#unknown .unknown-face"), 30, "an unknown face")[0]
+            try:
+                card.find_element(By.TAG_NAME, "input").send_keys("Door Visitor")
+                card.find_element(By.TAG_NAME, "button").click()
+                break
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
         _wait(lambda: d.find_elements(By.CSS_SELECTOR, '#gallery .identity[data-name="Door Visitor"]'),
               what="the named unknown face in the gallery")
         errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
