@@ -167,7 +167,7 @@ def scene(tmp_path_factory, lfw_root, verifier):
     gallery_path = work / "gallery.sqlite"
     with verifier.open_gallery(gallery_path) as gallery:
         for name, paths in truth["gallery"].items():
-            verifier.enroll(gallery, name, paths, force=True)  # the gallery the scene needs, whatever its quality
+            verifier.enroll(gallery, name, paths)
     return dict(video=work / "scene.mp4", truth=truth, gallery=gallery_path, work=work)
 
 
@@ -307,7 +307,7 @@ def _case(case: str, frames: int, work: Path, lfw_root: Path, verifier, seed: in
     gallery_path = work / f"{case}.sqlite"
     with verifier.open_gallery(gallery_path) as gallery:
         for name, paths in truth["gallery"].items():
-            verifier.enroll(gallery, name, paths, skip_bad=True, force=True)
+            verifier.enroll(gallery, name, paths, skip_bad=True)
     return truth, video, gallery_path
 
 
