@@ -224,9 +224,8 @@ def process_chunk(
     files: Sequence[str], geometries: Sequence[Geometry], face: FaceChoice, detector: AnyDetector | None = None
 ) -> ChunkResult:
     """Detect, choose and align one face per image (centre crop when none is found); the geometry's template is
-    for MTCNN's landmarks, moved to the detector's own (:func:`~faceverify.detect.landmark_template`)."""
+    for MTCNN's landmarks, moved to the detector's own (its ``template_for``)."""
     from ..align import align_face, center_crop
-    from ..detect import landmark_template
 
     detector = detector or _DETECTOR
     assert detector is not None, "process_chunk needs a detector (or a worker initialised by _init_worker)"
@@ -244,7 +243,7 @@ def process_chunk(
             continue
     order = list(images)
     detections = detector.detect([images[i] for i in order]) if order else []
-    templates = {g.size: landmark_template(detector.kind, np.asarray(g.template, np.float64)) for g in geometries}
+    templates = {g.size: detector.template_for(np.asarray(g.template, np.float64)) for g in geometries}
     for i, faces in zip(order, detections):
         image = images[i]
         picked = select_faces(faces, image.shape, face)
