@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 FaceChoice = Literal["largest", "center", "all"]
 DetectorName = Literal["yunet", "mtcnn", "mtcnn-onnx"]
 DETECTORS = ("yunet", "mtcnn", "mtcnn-onnx")
+YuNetRuntime = Literal["opencv", "onnxruntime"]
+YUNET_RUNTIMES = ("opencv", "onnxruntime")
+YUNET_STRIDES = (8, 16, 32)
 """The detectors one can choose; ``mtcnn-onnx`` finds MTCNN's faces and landmarks, so its ``kind`` is ``mtcnn``."""
 
 
@@ -119,13 +122,18 @@ class YuNetDetector:
 
     ``min_face_size`` drops faces whose box is smaller (longer side, pixels); ``score_threshold`` defaults to
     the card's; images whose longer side exceeds the card's ``max_side`` are shrunk to it before detection.
+    ``runtime`` ``onnxruntime`` runs the same network on ONNX Runtime and decodes its outputs as OpenCV does
+    (the same faces to about 1e-4 px; about 2x faster per 640x480 frame at one thread, see BENCHMARKS.md).
     """
 
     kind: DetectorName = "yunet"
 
-    def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None):
+    def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None,
+                 runtime: YuNetRuntime = "opencv"):
         import cv2
 
+        if runtime not in YUNET_RUNTIMES:
+            raise ModelError(f"unknown YuNet runtime {runtime!r} ({' or '.join(YUNET_RUNTIMES)})")
         self.card, (model,) = detector_files("yunet", "YuNet is not installed (run tools/import_yunet.py, or use "
                                              "--detector mtcnn)")
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # not its one-time backend notice
@@ -133,10 +141,19 @@ class YuNetDetector:
             cv2.setNumThreads(threads)
         self.min_face_size = min_face_size
         self.score_threshold = self.card.score_threshold if score_threshold is None else score_threshold
+        self.threads, self.runtime = threads, runtime
         self._cv2 = cv2
-        self._model = np.frombuffer(model, np.uint8)
-        self._net = cv2.FaceDetectorYN.create("onnx", self._model, np.zeros(0, np.uint8), (320, 320),
-                                              self.score_threshold, self.card.nms_threshold, 5000)
+        if runtime == "onnxruntime":
+            from ._util import onnx_session
+
+            if not onnx_runtime_installed():
+                raise ModelError("YuNet on onnxruntime needs onnxruntime (pip install onnxruntime)")
+            self._session = onnx_session(_free_image_sides(model), threads)
+            self._outputs = [f"{part}_{stride}" for part in ("cls", "obj", "bbox", "kps") for stride in YUNET_STRIDES]
+        else:
+            self._model = np.frombuffer(model, np.uint8)
+            self._net = cv2.FaceDetectorYN.create("onnx", self._model, np.zeros(0, np.uint8), (320, 320),
+                                                  self.score_threshold, self.card.nms_threshold, 5000)
         self.device = "cpu"
 
     def detect_one(self, image: np.ndarray) -> list[Face]:
@@ -152,8 +169,11 @@ class YuNetDetector:
             sx, sy = w / size[0], h / size[1]
         else:
             sx = sy = 1.0
-        self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = self._net.detect(bgr)
+        if self.runtime == "onnxruntime":
+            rows = self._run_onnx(bgr)
+        else:
+            self._net.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, rows = self._net.detect(bgr)
         faces = []
         for row in [] if rows is None else rows:
             x, y, bw, bh = (float(v) for v in row[:4])
@@ -163,6 +183,38 @@ class YuNetDetector:
             landmarks = (row[4:14].reshape(5, 2) * np.array([sx, sy])).astype(np.float32)
             faces.append(Face(box=box, score=float(row[14]), landmarks=landmarks))
         return faces
+
+    def _run_onnx(self, bgr: np.ndarray) -> np.ndarray | None:
+        """What ``cv2.FaceDetectorYN.detect`` returns for ``bgr`` (N x 15 rows: x, y, w, h, 5 landmarks, score),
+        by ONNX Runtime and OpenCV's decoding in numpy: the image zero-padded to multiples of 32, per stride
+        score sqrt(clip(cls) * clip(obj)) kept at the threshold, centre and landmarks offset from the cell and
+        size exp(.) in strides, then OpenCV's NMS on integer boxes."""
+        h, w = bgr.shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)
+        out = dict(zip(self._outputs, self._session.run(self._outputs, {"input": blob})))
+        rows = []
+        for s in YUNET_STRIDES:
+            score = np.sqrt(np.clip(out[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(out[f"obj_{s}"][0, :, 0], 0, 1))
+            cells = np.flatnonzero(score >= self.score_threshold)
+            if not len(cells):
+                continue
+            r, c = (cells // (pw // s)).astype(np.float32), (cells % (pw // s)).astype(np.float32)
+            b, k = out[f"bbox_{s}"][0, cells], out[f"kps_{s}"][0, cells].reshape(-1, 5, 2)
+            bw, bh = np.exp(b[:, 2]) * s, np.exp(b[:, 3]) * s
+            x, y = (c + b[:, 0]) * s - bw / 2, (r + b[:, 1]) * s - bh / 2
+            points = ((k + np.stack([c, r], 1)[:, None]) * s).reshape(-1, 10)
+            rows.append(np.column_stack([x, y, bw, bh, points, score[cells]]).astype(np.float32))
+        if not rows:
+            return None
+        found = np.concatenate(rows)
+        if len(found) > 1:
+            boxes = [tuple(int(v) for v in row[:4]) for row in found]
+            keep = self._cv2.dnn.NMSBoxes(boxes, found[:, 14].tolist(), self.score_threshold,
+                                          self.card.nms_threshold, top_k=5000)
+            found = found[np.asarray(keep, int).reshape(-1)]
+        return found
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Faces in each RGB image (one at a time: YuNet is fast enough that batching buys little)."""
@@ -178,7 +230,7 @@ class YuNetDetector:
         """A detector like this one (score threshold) with its own smallest face; ``factor`` (MTCNN's pyramid
         step) does not apply to YuNet and is ignored."""
         del factor
-        return YuNetDetector(min_face_size, self.score_threshold)
+        return YuNetDetector(min_face_size, self.score_threshold, self.threads, self.runtime)
 
 
 class OnnxMtcnnDetector:
@@ -247,6 +299,93 @@ def detector_files(name: str, missing: str) -> tuple[DetectorCard, list[bytes]]:
     return card, models
 
 
+def _free_image_sides(model: bytes) -> bytes:
+    """YuNet's ONNX bytes with the input's height and width symbolic (the file fixes 640 x 640; OpenCV resizes its
+    graph, ONNX Runtime needs them free) and the outputs' and intermediate shapes dropped. ONNX's protobuf wire
+    format is edited directly, as the onnx package is not a dependency: ModelProto.graph (7) > GraphProto.input
+    (11, the one named ``input``) > ValueInfoProto.type (2) > TypeProto.tensor_type (1) > shape (2) > dims (1)."""
+
+    def side(name: bytes) -> bytes:
+        return _pb_field(1, _pb_field(2, name))  # TensorShapeProto.dim { dim_param: name }
+
+    def shape(msg: bytes) -> bytes:
+        dims = [raw for number, _, raw in _pb_fields(msg) if number == 1]
+        return dims[0] + dims[1] + side(b"h") + side(b"w")
+
+    def graph(msg: bytes) -> bytes:
+        out = b""
+        for number, body, raw in _pb_fields(msg):
+            if number == 11 and _pb_first(body, 1) == b"input":
+                raw = _pb_field(11, _pb_edit(body, (2, 1, 2), shape))
+            elif number == 12:  # outputs: drop TypeProto.tensor_type.shape
+                raw = _pb_field(12, _pb_edit(body, (2, 1), lambda t: b"".join(
+                    r for n, _, r in _pb_fields(t) if n != 2)))
+            elif number == 13:  # value_info: fixed intermediate shapes
+                raw = b""
+            out += raw
+        return out
+
+    return _pb_edit(model, (7,), graph)
+
+
+def _pb_fields(msg: bytes) -> list[tuple[int, bytes | None, bytes]]:
+    """(field number, payload of a length-delimited field or None, the field's raw bytes) of a protobuf message."""
+    fields, i = [], 0
+    while i < len(msg):
+        start = i
+        key, i = _pb_varint(msg, i)
+        kind, body = key & 7, None
+        if kind == 0:
+            _, i = _pb_varint(msg, i)
+        elif kind == 1:
+            i += 8
+        elif kind == 5:
+            i += 4
+        elif kind == 2:
+            n, i = _pb_varint(msg, i)
+            body, i = msg[i:i + n], i + n
+        else:
+            raise ModelError(f"YuNet's ONNX file is not a protobuf this reader knows (wire type {kind})")
+        fields.append((key >> 3, body, msg[start:i]))
+    if i != len(msg):
+        raise ModelError("YuNet's ONNX file is truncated")
+    return fields
+
+
+def _pb_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data):
+            raise ModelError("YuNet's ONNX file is truncated")
+        byte = data[i]
+        value, shift, i = value | (byte & 0x7F) << shift, shift + 7, i + 1
+        if byte < 0x80:
+            return value, i
+
+
+def _pb_field(number: int, body: bytes) -> bytes:
+    """A length-delimited field."""
+    out, n = bytearray(), len(body)
+    for v in (number << 3 | 2, n):
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out) + body
+
+
+def _pb_first(msg: bytes, number: int) -> bytes | None:
+    return next((body for n, body, _ in _pb_fields(msg) if n == number), None)
+
+
+def _pb_edit(msg: bytes, path: tuple[int, ...], edit) -> bytes:
+    """``msg`` with ``edit`` applied to every sub-message along ``path`` (field numbers, outermost first)."""
+    if not path:
+        return edit(msg)
+    return b"".join(_pb_field(n, _pb_edit(body, path[1:], edit)) if n == path[0] and body is not None else raw
+                    for n, body, raw in _pb_fields(msg))
+
+
 def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
     """``template`` moved for a detector whose card has ``mean_shapes`` (see YuNetDetector.template_for)."""
     shapes = card.mean_shapes
@@ -286,14 +425,14 @@ def choose_detector(detector: str | None = None, device: str | None = None) -> D
 
 def make_detector(
     detector: str | None = None, device: str | torch.device | None = None, min_face_size: int = 20,
-    score_threshold: float | None = None, threads: int | None = None,
+    score_threshold: float | None = None, threads: int | None = None, yunet_runtime: YuNetRuntime = "opencv",
 ) -> AnyDetector:
     """The chosen detector (see :func:`choose_detector`); ``score_threshold`` None means the detector's own
     default (MTCNN 0.9, YuNet its card's); ``threads`` caps OpenCV's threads (YuNet), ONNX Runtime's (mtcnn-onnx)
-    or torch's (MTCNN)."""
+    or torch's (MTCNN); ``yunet_runtime`` runs YuNet on OpenCV (the default) or ONNX Runtime."""
     chosen = choose_detector(detector, None if device is None else str(device))
     if chosen == "yunet":
-        return YuNetDetector(min_face_size, score_threshold, threads)
+        return YuNetDetector(min_face_size, score_threshold, threads, yunet_runtime)
     if chosen == "mtcnn-onnx":
         if device is not None and str(device) != "cpu":
             raise ModelError(f"the mtcnn-onnx detector runs on cpu, not {device} (use --detector mtcnn)")

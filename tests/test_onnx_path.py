@@ -105,6 +105,28 @@ def test_yunet_landmarks_come_in_mtcnn_order(lfw_faces, one_torch_thread):
     assert float(np.median(offsets)) < 6.0  # pixels, on 250 x 250 images with ~110 px faces (about 4 measured)
 
 
+def test_yunet_on_onnx_runtime_finds_opencvs_faces(lfw_faces):
+    """The same network on ONNX Runtime with OpenCV's decoding in numpy: every face of every image, to 1e-3 px,
+    on 200 LFW images, on 640x480 mosaics of them (several faces, a 480-row input) and on larger ones (shrunk)."""
+    opencv, onnx = YuNetDetector(threads=1), YuNetDetector(threads=1, runtime="onnxruntime")
+    assert onnx._session.get_inputs()[0].shape == [1, 3, "h", "w"]
+    tiles = [np.concatenate([np.concatenate(lfw_faces[i:i + 2], 1)[:240]] * 2)[:, :500] for i in range(0, 40, 2)]
+    mosaics = [np.pad(t, ((0, 0), (0, 140), (0, 0))) for t in tiles]
+    images = lfw_faces + mosaics + [np.kron(m, np.ones((2, 2, 1), np.uint8)) for m in mosaics[:3]]
+    counted = 0
+    for image in images:
+        a, b = (sorted(d.detect_one(image), key=lambda f: -f.score) for d in (opencv, onnx))
+        assert len(a) == len(b)
+        for fa, fb in zip(a, b):
+            assert np.abs(fa.box - fb.box).max() < 1e-3 and np.abs(fa.landmarks - fb.landmarks).max() < 1e-3
+            assert abs(fa.score - fb.score) < 1e-5
+        counted += len(a)
+    assert counted >= len(lfw_faces) + 2 * len(mosaics)
+    assert onnx.like(30, 0.7).runtime == "onnxruntime"
+    with pytest.raises(ModelError, match="unknown YuNet runtime"):
+        YuNetDetector(runtime="tensorrt")  # type: ignore[arg-type]
+
+
 def test_defaults_pick_onnx_and_yunet_on_cpu_torch_and_mtcnn_on_cuda():
     card, _ = resolve_card()
     assert choose_backend(card) == "onnx" and choose_backend(card, "cpu") == "onnx"

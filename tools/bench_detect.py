@@ -1,16 +1,19 @@
-"""Face detectors side by side in one run: YuNet (cv2.FaceDetectorYN), facenet-pytorch's MTCNN, dlib's HOG.
+"""Face detectors side by side in one run: YuNet (cv2.FaceDetectorYN, and the same network on ONNX Runtime),
+facenet-pytorch's MTCNN, MTCNN's cascade on ONNX Runtime (mtcnn-onnx), dlib's HOG.
 
-    python tools/bench_detect.py [--lfw ROOT] [--limit N] [--frames 20] [--threads 1]
+    python tools/bench_detect.py [--lfw ROOT] [--limit N] [--frames 20] [--threads 1] [--batch 16] [--model NAME]
 
 On the images of LFW pairsDevTest (all 1000 pairs, or the first N same and N different with ``--limit``) each
 detector is timed one image per call, and its recall is the share of images where it finds a face. Each image's
 face nearest the centre is aligned (YuNet and MTCNN: our similarity transform of the 5 landmarks onto the card's
 template, for YuNet moved by its card's mean shapes, and once more as is; HOG: dlib's own 5-point shape and
-face chip) and embedded by the same network (the default model on ONNX Runtime); accuracy is LFW's 10-fold rule over the pairs (folds interleaved), an image without a face
+face chip) and embedded by the same network (``--model``, else the default model, on ONNX Runtime); accuracy is LFW's 10-fold rule over the pairs (folds interleaved), an image without a face
 falling back to its centre crop. Then ``--frames`` generated 640x480 frames, each holding 1 to 3 LFW faces
 pasted at random places and scales on a noise background: time per frame and the share of pasted faces found
-(a detection whose box centre falls inside a pasted face). All runtimes are held to ``--threads``. A detector
-that finds a face in fewer than half the images stops the benchmark (it did not really run).
+(a detection whose box centre falls inside a pasted face). Detectors that take a list of images (both MTCNNs)
+are timed again on the LFW images and on the frames in lists of ``--batch``: mean ms per image (YuNet and HOG
+take one image per call: "-"). All runtimes are held to ``--threads``. A detector that finds a face in fewer than
+half the images stops the benchmark (it did not really run).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import cv2
 import numpy as np
 
 from faceverify.align import align_face, center_crop
-from faceverify.detect import Detector, Face, YuNetDetector, select_faces
+from faceverify.detect import Detector, Face, OnnxMtcnnDetector, YuNetDetector, select_faces
 from faceverify.eval.metrics import kfold_accuracy
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
 from faceverify.images import load_image
@@ -90,12 +93,22 @@ def timed_detect(detect: DetectFn, image: np.ndarray) -> tuple[float, list]:
     return time.perf_counter() - start, found
 
 
+def batch_ms(detect: Callable[[list[np.ndarray]], list], images: list[np.ndarray], batch: int) -> float:
+    """Mean ms per image of ``detect`` over ``images`` in consecutive lists of ``batch``."""
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        detect(images[i : i + batch])
+    return (time.perf_counter() - start) * 1e3 / len(images)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=None, help="first N same and N different pairs")
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=16, help="images per call for the batch columns")
+    parser.add_argument("--model", default=None, help="the embedding model for the accuracy column (default: the default)")
     args = parser.parse_args(argv)
     import torch
 
@@ -107,19 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [p for p in pairs if p.same][: args.limit] + [p for p in pairs if not p.same][: args.limit]
     rels = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     images = [load_image(lfw_image_dir(root) / rel) for rel in rels]
-    pipeline = FacePipeline(backend="onnx", detector="yunet", threads=args.threads)
-    detectors = {"yunet": pipeline.detector, "mtcnn": Detector("cpu"), "hog": HogDetector()}
+    pipeline = FacePipeline(args.model, backend="onnx", detector="yunet", threads=args.threads)
+    detectors = {"yunet": pipeline.detector, "yunet-ort": YuNetDetector(threads=args.threads, runtime="onnxruntime"),
+                 "mtcnn": Detector("cpu"), "mtcnn-onnx": OnnxMtcnnDetector(threads=args.threads), "hog": HogDetector()}
+    labels_of = {"yunet-ort": "yunet on onnxruntime (same network and decoding)", "mtcnn": "mtcnn (facenet-pytorch)",
+                 "mtcnn-onnx": "mtcnn-onnx (ONNX Runtime cascade)", "hog": "hog (dlib)"}
     frames = make_frames(images, args.frames)
     labels = np.array([p.same for p in pairs])
     index = {rel: i for i, rel in enumerate(rels)}
     print(f"{len(images)} LFW pairsDevTest images ({len(pairs)} pairs), {len(frames)} 640x480 frames "
           f"({sum(len(r) for _, r in frames)} faces), {args.threads} thread(s), embedding model {pipeline.card.name} (onnx)")
-    print("| detector | recall (LFW images) | pairsDevTest accuracy (10-fold) | ms per LFW image (median) | "
-          "ms per 640x480 frame (median) | faces found in frames |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| detector | recall (LFW images) | pairsDevTest accuracy (10-fold) | ms per LFW image (median) | "
+          f"ms per 640x480 frame (median) | faces found in frames | ms per LFW image, lists of {args.batch} (mean) | "
+          f"ms per frame, lists of {args.batch} (mean) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     card_template = np.asarray(pipeline.card.template, np.float64)
     size = pipeline.embedder.input_size
-    variants = [(kind, kind, det, None if kind == "hog" else det.template_for(card_template))
+    variants = [(labels_of.get(kind, kind), kind, det, None if kind == "hog" else det.template_for(card_template))
                 for kind, det in detectors.items()]
     variants.insert(1, ("yunet, card template as is", "yunet", detectors["yunet"], card_template))
     for label, kind, det, template in variants:
@@ -149,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             centres = box_centres(found, kind)
             hits += sum(any(x <= cx <= x + w and y <= cy <= y + h for cx, cy in centres) for x, y, w, h in regions)
         total = sum(len(r) for _, r in frames)
+        batched = ["-", "-"]
+        if kind in ("mtcnn", "mtcnn-onnx"):  # they take lists of images
+            batched = [f"{batch_ms(det.detect, list(group), args.batch):.1f}" for group in (images, [f for f, _ in frames])]
         print(f"| {label} | {found_any / len(images):.4f} ({found_any}/{len(images)}) | {accuracy:.4f} | "
-              f"{statistics.median(times) * 1e3:.1f} | {statistics.median(frame_times) * 1e3:.1f} | {hits}/{total} |")
+              f"{statistics.median(times) * 1e3:.1f} | {statistics.median(frame_times) * 1e3:.1f} | {hits}/{total} | "
+              f"{batched[0]} | {batched[1]} |", flush=True)
     return 0
 
 

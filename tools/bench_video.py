@@ -2,7 +2,7 @@
 run's per-frame baseline (detect and embed every frame).
 
     python tools/bench_video.py [--videos 63] [--first-seed 0] [--baseline-videos 2] [--no-recheck-videos 7]
-                                [--threads 1] [--match template|best] [--detector mtcnn|yunet]
+                                [--threads 1] [--match template|best] [--detector mtcnn|mtcnn-onnx|yunet]
 
 Videos cycle through tools.video_cases.CASES (walk, cuts, swap, cross, occlude, lighting, degrade) by seed,
 seeds first-seed .. first-seed+N-1; each gallery holds the enrolled people shown plus distractors. Every
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-videos", type=int, default=2, help="videos the (slow) baseline also runs on")
     ap.add_argument("--no-recheck-videos", type=int, default=7, help="videos also run without re-checking")
     ap.add_argument("--match", default="best", choices=["best", "template"], help="VideoSettings.match")
-    ap.add_argument("--detector", default="mtcnn", choices=["mtcnn", "yunet"],
+    ap.add_argument("--detector", default="mtcnn", choices=["mtcnn", "mtcnn-onnx", "yunet"],
                     help="the video detector (the baseline uses it too)")
     ap.add_argument("--threads", type=int, default=1, help="threads (torch and ONNX Runtime) for every method")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the videos here (default: a temp dir)")
