@@ -216,6 +216,34 @@ def test_search_equals_exact_search(url, tmp_path):
         assert sorted(g.template_sizes()) == sorted(lite.template_sizes()) == [4] * 300
 
 
+def test_search_sets_ef_search_from_k_and_the_table_size(url, monkeypatch):
+    """pgvector's HNSW scan returns at most ``hnsw.ef_search`` rows (default 40): a search sets it, inside its
+    transaction, to what ``ef_search_for`` gives for ``k`` and the table's size, and the server obeys it."""
+    from faceverify.gallery import postgres as pg
+
+    assert pg.ef_search_for(0, 32) == pg.ef_search_for(pg.EF_ROWS, 32) == pg.EF_SEARCH
+    assert pg.ef_search_for(100 * pg.EF_ROWS, 32) == 10 * pg.EF_SEARCH and pg.ef_search_for(10**9, 600) == 1000
+    asked: list[tuple[float, int]] = []
+    rule, forced = pg.ef_search_for, 0
+
+    def spy(rows: float, k: int) -> int:
+        asked.append((rows, k))
+        return forced or rule(rows, k)
+
+    monkeypatch.setattr(pg, "ef_search_for", spy)
+    people = [(f"id{i}", items([i])) for i in range(2000)]
+    with open_gallery(url, MODEL, DIM) as g:
+        with g.bulk_loading():  # the index, then ANALYZE: the planner knows the table's size
+            g.enroll_many(people)
+        assert len(g.search(vec(7)[None, :], k=200)[0]) == 200  # ef_search 400, not the server's 40
+        forced = 55
+        assert len(g.search(vec(7)[None, :], k=200)[0]) == 55
+        assert asked == [(2000, 200)] * 2
+        assert g.search(vec(7)[None, :])[0][0][0] == "id7"
+        with g._connection(), g._read() as db:  # SET LOCAL: gone once the search's transaction ends
+            assert db.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
+
+
 def _has_search_index(url: str) -> bool:
     import psycopg
 

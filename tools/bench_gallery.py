@@ -263,7 +263,7 @@ def child(args: list[str]) -> dict:
 
 def report(results: list[dict], compare: dict | None, command: str, per: int, noise: float, loads: list,
            server: dict | None) -> str:
-    from faceverify.gallery.index import EXACT_LIMIT, NPROBE, RERANK_IDENTITIES
+    from faceverify.gallery.index import EXACT_LIMIT, NPROBE, PROBE_SHARE, RERANK_IDENTITIES
 
     lite = [r for r in results if r["store"] == "sqlite"]
     lines = [
@@ -283,7 +283,7 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
         f"the gallery rescores its best {RERANK_IDENTITIES} candidate identities exactly.",
         "",
         f"Index: exact (`IndexFlatIP`) up to {EXACT_LIMIT:,} embeddings, else `IndexIVFFlat` (nlist = 2 sqrt(N), "
-        f"nprobe = {NPROBE}).",
+        f"nprobe = max({NPROBE}, nlist / {PROBE_SHARE})).",
         "",
         f"| embeddings | index | bulk enrol, {CHUNK * per:,} per transaction (emb/s) | enrol 1 identity, p50 (ms) "
         "| index build from DB (s) "
@@ -333,7 +333,7 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
 def postgres_section(results: list[dict], server: dict, per: int) -> list[str]:
     """The two stores side by side (a subsection of this benchmark's section)."""
     from faceverify.gallery.pgstore import HNSW_EF_CONSTRUCTION, HNSW_M
-    from faceverify.gallery.postgres import EF_SEARCH
+    from faceverify.gallery.postgres import EF_ROWS, EF_SEARCH
 
     lines = [
         "### PostgreSQL + pgvector beside SQLite + FAISS",
@@ -343,7 +343,7 @@ def postgres_section(results: list[dict], server: dict, per: int) -> list[str]:
         f"wheel on this machine (client and server share its cores; Unix socket), durable settings as shipped "
         f"(fsync, synchronous_commit on; SQLite runs synchronous=FULL), shared_buffers {server['shared_buffers']}, "
         f"max_parallel_maintenance_workers {server['parallel_workers']}. HNSW m = {HNSW_M}, ef_construction = "
-        f"{HNSW_EF_CONSTRUCTION}, ef_search = {EF_SEARCH}, identities among the nearest rescored exactly. Bulk "
+        f"{HNSW_EF_CONSTRUCTION}, ef_search = {EF_SEARCH} up to {EF_ROWS:,} embeddings, x sqrt(N / {EF_ROWS:,}) beyond, identities among the nearest rescored exactly. Bulk "
         f"enrolment: `enroll_many` of {CHUNK:,} identities ({CHUNK * per:,} embeddings) per transaction inside "
         "`bulk_loading()`, which on PostgreSQL loads without the HNSW index and builds it at the end (as "
         "`gallery migrate` does); *index build* is that build (SQLite: FAISS's, from the database) plus the first "

@@ -9,7 +9,7 @@ Writes
     killed mid-command leaves nothing: the server rolls its transaction back.
 
 Search
-    ``search`` asks the HNSW index (``vector_cosine_ops``, ``hnsw.ef_search`` at least ``EF_SEARCH``) for the
+    ``search`` asks the HNSW index (``vector_cosine_ops``, ``hnsw.ef_search`` by ``ef_search_for``) for the
     ``k`` nearest embeddings, and scores each identity among them exactly, by the best inner product over all
     of its stored embeddings, in the same statement; on unit vectors this equals exact search unless HNSW
     misses an identity altogether (measured: tests/test_gallery_postgres.py). ``search_templates`` is exact,
@@ -25,6 +25,7 @@ Connections
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -41,8 +42,10 @@ from .pgstore import HNSW_INDEX, build_search_index, create_embeddings, ensure_s
 from .pgstore import INSERT_EMBEDDING, INSERT_WITH_FACE, create_faces
 from .records import Enrolment, Identity, check_model, enrolment_row, face_of
 
-EF_SEARCH = 100
-"""The least HNSW candidate list a search uses (pgvector returns at most ``hnsw.ef_search`` rows)."""
+EF_SEARCH, EF_ROWS, EF_SEARCH_MAX = 100, 100_000, 1000
+"""A search's HNSW candidate list (``hnsw.ef_search``; pgvector returns at most that many rows and takes at most
+EF_SEARCH_MAX): EF_SEARCH up to EF_ROWS embeddings, growing as the square root of the table beyond. 100 found every
+identity up to 100,000; at 1,000,000 (seed 1) 100 missed 0.8%, 200 and 300 none, and sqrt gives 316 there."""
 PAGE = 10_000
 
 T = TypeVar("T")
@@ -57,6 +60,12 @@ WHERE e.identity_id IN (SELECT identity_id FROM near)
 GROUP BY i.id, i.name
 ORDER BY score DESC
 """
+
+
+def ef_search_for(rows: float, k: int) -> int:
+    """The HNSW candidate list of a search for ``k`` nearest rows in a table of ``rows`` embeddings."""
+    grown = EF_SEARCH * math.sqrt(max(1.0, rows / EF_ROWS))
+    return min(EF_SEARCH_MAX, max(2 * k, math.ceil(grown)))
 
 
 def _array(vector: Any) -> np.ndarray:
@@ -406,6 +415,12 @@ class PostgresGallery(GalleryBase):
 
     # -- search -------------------------------------------------------------------------------------------
 
+    def _set_ef_search(self, db: Any, k: int) -> None:
+        """Set ``hnsw.ef_search`` for the current transaction from ``k`` and the table's size (the planner's
+        estimate, kept by ANALYZE and autovacuum)."""
+        row = db.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass('faceverify_embeddings')").fetchone()
+        db.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search_for(row[0] if row else 0, k)),))
+
     @pg_errors
     def search(self, queries: np.ndarray, k: int = 32) -> list[list[tuple[str, float]]]:
         """For each query, identities among the ``k`` nearest embeddings (HNSW), ranked by the exact cosine
@@ -414,7 +429,7 @@ class PostgresGallery(GalleryBase):
         k = max(1, int(k))
         out = []
         with self._read() as db:
-            db.execute(f"SET LOCAL hnsw.ef_search = {min(1000, max(EF_SEARCH, 2 * k))}")
+            self._set_ef_search(db, k)
             for q in queries:
                 rows = db.execute(_SEARCH, dict(q=q, k=k)).fetchall()
                 out.append([(name, float(score)) for name, score in rows])
