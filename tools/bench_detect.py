@@ -2,6 +2,7 @@
 facenet-pytorch's MTCNN, MTCNN's cascade on ONNX Runtime (mtcnn-onnx), dlib's HOG.
 
     python tools/bench_detect.py [--lfw ROOT] [--limit N] [--frames 20] [--threads 1] [--batch 16] [--model NAME]
+    python tools/bench_detect.py --interleaved [--frames 20]
 
 On the images of LFW pairsDevTest (all 1000 pairs, or the first N same and N different with ``--limit``) each
 detector is timed one image per call, and its recall is the share of images where it finds a face. Each image's
@@ -12,13 +13,16 @@ falling back to its centre crop. Then ``--frames`` generated 640x480 frames, eac
 pasted at random places and scales on a noise background: time per frame and the share of pasted faces found
 (a detection whose box centre falls inside a pasted face). Detectors that take a list of images (both MTCNNs)
 are timed again on the LFW images and on the frames in lists of ``--batch``: mean ms per image (YuNet and HOG
-take one image per call: "-"). All runtimes are held to ``--threads``. A detector that finds a face in fewer than
+take one image per call: "-"). The rows run one after another, so a change of load during the run falls on some
+rows only: ``--interleaved`` times speed alone, every detector called in turn on each frame (3 rounds) and on
+every 8th LFW image, for ratios that a changing load does not bias. All runtimes are held to ``--threads``. A detector that finds a face in fewer than
 half the images stops the benchmark (it did not really run).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -101,6 +105,17 @@ def batch_ms(detect: Callable[[list[np.ndarray]], list], images: list[np.ndarray
     return (time.perf_counter() - start) * 1e3 / len(images)
 
 
+def interleaved(detectors: dict, groups: dict[str, list[np.ndarray]], rounds: dict[str, int]) -> dict:
+    """Median ms per call of each detector on each group's images, the detectors called in turn on every image."""
+    times: dict[str, dict[str, list[float]]] = {g: {k: [] for k in detectors} for g in groups}
+    for group, images in groups.items():
+        for _ in range(rounds[group]):
+            for image in images:
+                for kind, det in detectors.items():
+                    times[group][kind].append(timed_detect(det.detect_one, image)[0])
+    return {g: {k: statistics.median(v) * 1e3 for k, v in t.items()} for g, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lfw", type=Path, default=None)
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=16, help="images per call for the batch columns")
+    parser.add_argument("--interleaved", action="store_true", help="time speed only, detectors interleaved")
     parser.add_argument("--model", default=None, help="the embedding model for the accuracy column (default: the default)")
     args = parser.parse_args(argv)
     import torch
@@ -129,7 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array([p.same for p in pairs])
     index = {rel: i for i, rel in enumerate(rels)}
     print(f"{len(images)} LFW pairsDevTest images ({len(pairs)} pairs), {len(frames)} 640x480 frames "
-          f"({sum(len(r) for _, r in frames)} faces), {args.threads} thread(s), embedding model {pipeline.card.name} (onnx)")
+          f"({sum(len(r) for _, r in frames)} faces), {args.threads} thread(s), embedding model {pipeline.card.name} (onnx), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if args.interleaved:
+        for det in detectors.values():
+            det.detect_one(frames[0][0])  # warm-up
+        ms = interleaved(detectors, {"lfw": images[::8], "frame": [f for f, _ in frames]}, {"lfw": 1, "frame": 3})
+        print(f"| detector | ms per LFW image (median of {len(images[::8])}) | MTCNN's time / this | "
+              f"ms per 640x480 frame (median of {3 * len(frames)}) | MTCNN's time / this |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for kind in detectors:
+            print(f"| {labels_of.get(kind, kind)} | {ms['lfw'][kind]:.1f} | {ms['lfw']['mtcnn'] / ms['lfw'][kind]:.1f}x | "
+                  f"{ms['frame'][kind]:.1f} | {ms['frame']['mtcnn'] / ms['frame'][kind]:.1f}x |")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        return 0
     print(f"| detector | recall (LFW images) | pairsDevTest accuracy (10-fold) | ms per LFW image (median) | "
           f"ms per 640x480 frame (median) | faces found in frames | ms per LFW image, lists of {args.batch} (mean) | "
           f"ms per frame, lists of {args.batch} (mean) |")
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | {found_any / len(images):.4f} ({found_any}/{len(images)}) | {accuracy:.4f} | "
               f"{statistics.median(times) * 1e3:.1f} | {statistics.median(frame_times) * 1e3:.1f} | {hits}/{total} | "
               f"{batched[0]} | {batched[1]} |", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 
