@@ -33,8 +33,10 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
-    """Warp ``image`` so that ``landmarks`` land on ``template``; returns a size x size x 3 uint8 crop.
+def align_face(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int,
+               border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Warp ``image`` so that ``landmarks`` land on ``template``; returns a size x size x 3 uint8 crop, black
+    beyond the image (``border``: another OpenCV border mode, e.g. ``cv2.BORDER_REPLICATE``).
 
     When the face is much larger than the crop, the image is first shrunk with area averaging so that the
     bilinear warp does not alias.
@@ -48,7 +50,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: np.ndarray, s
         image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
         fx, fy = small[0] / w, small[1] / h
         m = similarity_transform(landmarks * np.array([fx, fy]), template)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 def center_crop(image: np.ndarray, size: int, fraction: float = 0.6) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .align import FaceCrop
 from .detect import FaceChoice
-from .errors import BadInputError, ConflictError, FaceverifyError, GalleryError
+from .errors import BadInputError, ConflictError, FaceverifyError, GalleryError, LowQualityError
 from .gallery import Enrolment, Gallery, gallery_location, is_database_url, open_gallery
 from .gallery.pgstore import redact
 from .gallery.records import parse_box
@@ -20,6 +20,8 @@ from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
 from .pipeline import FaceEmbedding, FacePipeline
+from .quality import FaceQuality
+from .quality.limits import DEFAULT_LIMITS, QualityLimits
 
 if TYPE_CHECKING:
     import torch
@@ -50,15 +52,21 @@ class VerifyResult:
 
 @dataclass
 class FaceIdentity:
-    """One face in a probe image: its identity (None = unknown), score, and the runner-up."""
+    """One face in a probe image: its identity (None = unknown), score, the runner-up, and the face's quality
+    with the reason the enrolment gate would refuse it (None: it would pass)."""
 
     name: str | None
     score: float
     box: list[float] | None
     nearest: str | None
+    quality: FaceQuality | None = None
+    refusal: str | None = None
 
     def to_dict(self) -> dict:
-        return dict(name=self.name, score=round(self.score, 6), box=self.box, nearest=self.nearest)
+        out = dict(name=self.name, score=round(self.score, 6), box=self.box, nearest=self.nearest)
+        if self.quality is not None:
+            out["quality"] = dict(self.quality.to_dict(), enrollable=self.refusal is None, refusal=self.refusal)
+        return out
 
 
 @dataclass
@@ -110,11 +118,13 @@ class FaceVerifier:
         model: str | None = None,
         device: str | torch.device | None = None,
         pipeline: FacePipeline | None = None,
+        quality_limits: QualityLimits = DEFAULT_LIMITS,
         **front_end: Any,
     ):
         """``front_end`` options (min_face_size, score_threshold, max_pixels, backend, detector, threads) configure
-        the FacePipeline."""
+        the FacePipeline; ``quality_limits`` are the enrolment gate's (faceverify.quality.limits)."""
         self.pipeline = pipeline or FacePipeline(model, device, **front_end)
+        self.quality_limits = quality_limits
 
     @property
     def card(self):
@@ -179,17 +189,27 @@ class FaceVerifier:
 
     # -- enroll ------------------------------------------------------------------------------------------
 
+    def quality_refusal(self, label: str, faces: Sequence[FaceEmbedding]) -> LowQualityError | None:
+        """Why the enrolment gate refuses an image (named ``label``) whose chosen faces are ``faces``: the first
+        face below :attr:`quality_limits`, or None when all pass."""
+        for f in faces:
+            reason = None if f.quality is None else self.quality_limits.refusal(f.quality)
+            if reason is not None:
+                return LowQualityError(label, reason)
+        return None
+
     def embed_for_enrolment(
-        self, paths: Sequence[str | Path], face: FaceChoice = "largest", keep_faces: bool = True
+        self, paths: Sequence[str | Path], face: FaceChoice = "largest", keep_faces: bool = True, force: bool = False
     ) -> tuple[list[Enrolment], list[BadInputError]]:
-        """Embeddings ready to store for each readable image with a face (with its face crop unless not
-        ``keep_faces``), and the inputs that failed. Each file is read once: its stored sha256 is of the bytes the
-        pipeline decoded."""
+        """Embeddings ready to store for each readable image with a face that passes the quality gate (all of
+        them with ``force``), with its face crop unless not ``keep_faces``, and the inputs that failed. Each file
+        is read once: its stored sha256 is of the bytes the pipeline decoded."""
         items: list[Enrolment] = []
         failures: list[BadInputError] = []
         for result in self.pipeline.process_paths(paths, face, keep_faces=keep_faces):
-            if result.error is not None:
-                failures.append(result.error)
+            refused = None if force or result.error is not None else self.quality_refusal(result.path, result.faces)
+            if result.error is not None or refused is not None:
+                failures.append(result.error or refused)  # type: ignore[arg-type]
                 continue
             source = str(Path(result.path).resolve())
             items.extend(Enrolment(f.embedding, source, result.sha256, f.box, f.crop) for f in result.faces)
@@ -203,18 +223,20 @@ class FaceVerifier:
         skip_bad: bool = False,
         face: FaceChoice = "largest",
         keep_faces: bool = True,
+        force: bool = False,
     ) -> EnrollReport:
-        """Enroll one identity from image files and directories. Any bad input stops the enrolment with the
-        gallery unchanged unless ``skip_bad``, which stores the good images and reports the rest. With
-        ``keep_faces`` (the default) each embedding keeps its face crop, so that :meth:`reembed` can move the
-        identity to another model; ``keep_faces=False`` stores embeddings only."""
+        """Enroll one identity from image files and directories. Any bad input (unreadable, no face, or a face
+        below the quality limits unless ``force``) stops the enrolment with the gallery unchanged unless
+        ``skip_bad``, which stores the good images and reports the rest. With ``keep_faces`` (the default) each
+        embedding keeps its face crop, so that :meth:`reembed` can move the identity to another model;
+        ``keep_faces=False`` stores embeddings only."""
         from .gallery import validate_name
 
         name = validate_name(name)
         paths = list_images(list(inputs))
         if not paths:
             raise FaceverifyError(f"no images found in {', '.join(map(str, inputs))}")
-        items, failures = self.embed_for_enrolment(paths, face, keep_faces)
+        items, failures = self.embed_for_enrolment(paths, face, keep_faces, force)
         report = EnrollReport(failures=failures)
         if failures and not skip_bad:
             return report
@@ -228,9 +250,10 @@ class FaceVerifier:
         root: str | Path,
         progress: Callable[[str], None] | None = None,
         keep_faces: bool = True,
+        force: bool = False,
     ) -> EnrollReport:
-        """One identity per sub-folder of ``root``; bad images are skipped and reported; ``keep_faces`` as in
-        :meth:`enroll`."""
+        """One identity per sub-folder of ``root``; bad images (low quality ones too unless ``force``) are skipped
+        and reported; ``keep_faces`` as in :meth:`enroll`."""
         root = Path(root)
         if not root.is_dir():
             raise BadInputError(root, "not a directory")
@@ -238,7 +261,7 @@ class FaceVerifier:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             paths = list_images([folder])
             if paths:
-                items, failures = self.embed_for_enrolment(paths, keep_faces=keep_faces)
+                items, failures = self.embed_for_enrolment(paths, keep_faces=keep_faces, force=force)
                 report.failures.extend(failures)
                 if items:
                     report.added[folder.name] = gallery.enroll(folder.name, items)
@@ -335,8 +358,14 @@ class FaceVerifier:
                 continue
             vectors = np.stack([f.embedding for f in result.faces])
             decisions = self.identify_embeddings(gallery, vectors, point, match)
-            faces = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(result.faces, decisions)]
-            yield IdentifyResult(result.path, faces)
+            yield IdentifyResult(result.path, self.face_identities(result.faces, decisions))
+
+    def face_identities(self, faces: Sequence[FaceEmbedding], decisions: Sequence[tuple[str | None, float, str | None]]
+                        ) -> list[FaceIdentity]:
+        """Each face with its decision (from :meth:`identify_embeddings`), its quality and the gate's verdict."""
+        return [FaceIdentity(n, s, f.box, near, f.quality,
+                             None if f.quality is None else self.quality_limits.refusal(f.quality))
+                for f, (n, s, near) in zip(faces, decisions)]
 
 
 def _same_location(path: object, target: str | Path) -> bool:

@@ -48,3 +48,8 @@ class InvalidNameError(GalleryError):
 class ConflictError(GalleryError):
     """An operation that conflicts with what the gallery holds: a name taken (or a lookalike of one), a gallery
     enrolled with another model or embedding size, nothing enrolled yet to search."""
+
+
+class LowQualityError(BadInputError):
+    """An image whose face is below the enrolment quality limits (faceverify.quality.limits): the reason names the
+    measure, its value and the limit."""

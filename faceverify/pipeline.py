@@ -13,18 +13,20 @@ from .detect import AnyDetector, Detector, Face, FaceChoice, landmark_template, 
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
+from .quality import FaceQuality, measure_face
 
 Fallback = Literal["none", "center"]
 
 
 @dataclass
 class FaceEmbedding:
-    """A face found in an image (``face`` is None for a centre-crop fallback), its embedding and, when asked
-    for, the crop kept for re-alignment."""
+    """A face found in an image (``face`` is None for a centre-crop fallback), its embedding, when asked for the
+    crop kept for re-alignment, and its quality (None for a fallback)."""
 
     face: Face | None
     embedding: np.ndarray
     crop: FaceCrop | None = None
+    quality: FaceQuality | None = None
 
     @property
     def box(self) -> list[float] | None:
@@ -131,7 +133,8 @@ class FacePipeline:
     ) -> list[list[FaceEmbedding]]:
         """Embeddings of the chosen faces in each RGB image; with ``fallback='center'`` an image without a
         detected face gets one embedding of its centre crop (``face=None``) instead of none; ``keep_faces``
-        adds each detected face's :func:`~faceverify.align.face_crop`."""
+        adds each detected face's :func:`~faceverify.align.face_crop`. Each detected face's quality is measured
+        (:func:`~faceverify.quality.measure_face`, among all the faces found in its image)."""
         detections = self.detector.detect(images)
         chosen: list[list[Face | None]] = []
         crops: list[np.ndarray] = []
@@ -147,11 +150,18 @@ class FacePipeline:
         vectors = self.embed_crops(np.stack(crops)) if crops else np.zeros((0, 0), np.float32)
         out: list[list[FaceEmbedding]] = []
         k = 0
-        for image, picked in zip(images, chosen):
-            out.append([FaceEmbedding(f, vectors[k + j], self.keep(image, f) if keep_faces else None)
+        for image, faces, picked in zip(images, detections, chosen):
+            out.append([FaceEmbedding(f, vectors[k + j], self.keep(image, f) if keep_faces else None,
+                                      None if f is None else measure_face(image, f, faces, self.detector_kind))
                         for j, f in enumerate(picked)])
             k += len(picked)
         return out
+
+    def measure(self, image: np.ndarray, face: FaceChoice = "largest") -> list[tuple[Face, FaceQuality]]:
+        """The chosen faces of one RGB image with their quality, as :meth:`process_images` finds and measures
+        them, without embedding them."""
+        faces = self.detector.detect([image])[0]
+        return [(f, measure_face(image, f, faces, self.detector_kind)) for f in select_faces(faces, image.shape, face)]
 
     def keep(self, image: np.ndarray, face: Face | None) -> FaceCrop | None:
         """The crop kept of a face detected in ``image`` (none of a centre-crop fallback)."""

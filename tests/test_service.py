@@ -95,7 +95,7 @@ def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
     found = c.post("/v1/identify", files=files("image", [lfw_image("Colin_Powell", 3)])).json()
     assert found["image"] == "Colin_Powell_0003.jpg" and len(found["faces"]) == 1
     face = found["faces"][0]
-    assert set(face) == {"name", "score", "box", "nearest"} and face["name"] == "Colin Powell"
+    assert set(face) == {"name", "score", "box", "nearest", "quality"} and face["name"] == "Colin Powell"
     best = c.post("/v1/identify?match=best", files=files("image", [lfw_image("Colin_Powell", 3)])).json()
     assert best["faces"][0]["name"] == "Colin Powell"  # against every stored embedding, as `--match best`
     stranger = c.post("/v1/identify", files=files("image", [lfw_image("Tony_Blair", 1)])).json()["faces"][0]
@@ -461,3 +461,17 @@ def test_model_work_does_not_stall_the_event_loop(service, lfw_image):
     worker.join(60)
     assert answers >= 2  # the loop kept answering while the model worked
     service.client.delete("/v1/identities/Busy Person")
+
+
+def test_a_face_below_the_quality_limits_is_422_with_the_reason_and_force_enrols_it(service, lfw_image):
+    from tests.test_quality import degraded, encoded
+
+    made = degraded(cv2.cvtColor(cv2.imread(str(lfw_image("Colin_Powell", 1))), cv2.COLOR_BGR2RGB),
+                    cv2.cvtColor(cv2.imread(str(lfw_image("George_W_Bush", 1))), cv2.COLOR_BGR2RGB))
+    upload = [("images", ("blurred.png", encoded(made["blurred"])))]
+    c = service.client
+    error = _error(c.post("/v1/identities/Blurred Person/faces", files=upload), 422)
+    assert error.startswith("blurred.png: face too blurred") and "nothing was enrolled" in error
+    _error(c.get("/v1/identities/Blurred Person"), 404)
+    assert c.post("/v1/identities/Blurred Person/faces?force=true", files=upload).json()["added"] == {"Blurred Person": 1}
+    c.delete("/v1/identities/Blurred Person")

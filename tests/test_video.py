@@ -307,7 +307,7 @@ def _case(case: str, frames: int, work: Path, lfw_root: Path, verifier, seed: in
     gallery_path = work / f"{case}.sqlite"
     with verifier.open_gallery(gallery_path) as gallery:
         for name, paths in truth["gallery"].items():
-            verifier.enroll(gallery, name, paths, skip_bad=True)
+            verifier.enroll(gallery, name, paths, skip_bad=True, force=True)  # each case's gallery as it was made
     return truth, video, gallery_path
 
 

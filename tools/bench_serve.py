@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     fv = FaceVerifier(device="cpu", threads=args.threads)
     with fv.open_gallery(gallery) as g:
         for name, path in enrol.items():
-            fv.enroll(g, name, [path], skip_bad=True)
+            for failure in fv.enroll(g, name, [path], skip_bad=True).failures:
+                print(f"not enrolled: {failure}", file=sys.stderr)
         enrolled = len(g)
     out: dict = dict(requests=len(probes), clients=args.clients, identities=enrolled, threads=args.threads)
 

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             truth = json.loads(make_case(case, root, video, seed, maker).read_text())
             with fv.open_gallery(work / f"{case}-{seed}.sqlite") as gallery:
                 for name, paths in truth["gallery"].items():
-                    fv.enroll(gallery, name, paths, skip_bad=True)
+                    for failure in fv.enroll(gallery, name, paths, skip_bad=True).failures:
+                        print(f"{case} {seed}: not enrolled: {failure}", file=sys.stderr)
                 summary, labels, ends = run_tracked(fv, gallery, video, VideoSettings(torch_threads=None, match=args.match))
                 endings.update(ends)
                 row = dict(score(truth, labels), frames=summary["frames"], seconds=summary["seconds"], videos=1)

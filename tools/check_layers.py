@@ -21,7 +21,7 @@ MAX_MODULES = 12
 LAYERS = [
     ("errors", "_util", "models", "configs"),
     ("images", "modelcard", "networks", "mtcnn"),
-    ("detect", "align", "embed"),
+    ("detect", "align", "embed", "quality"),
     ("pipeline", "decision", "gallery"),
     ("api", "eval", "metrics"),
     ("video", "train"),

@@ -100,6 +100,8 @@ def enroll(
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Enroll the good images even if some inputs fail."),
+    force: bool = typer.Option(False, "--force", help="Enroll faces below the quality limits too (too small, "
+                               "blurred, turned away, doubtful, or beside a face of similar size; README)."),
     face: FaceOpt = typer.Option(FaceOpt.largest, "--face", help="Which face to enroll in an image holding several."),
     as_json: bool = JsonOpt,
     backend: Optional[BackendOpt] = BackendChoiceOpt,
@@ -121,16 +123,18 @@ def enroll(
     fv = _verifier(model, device, backend, detector, threads, flip, gallery, uses_gallery=True)
     with fv.open_gallery(gallery) as store:
         if from_folders is not None:
-            report = _enroll_folders(fv, store, from_folders, as_json, keep_faces)
+            report = _enroll_folders(fv, store, from_folders, as_json, keep_faces, force)
         else:
-            report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value, keep_faces=keep_faces)
+            report = fv.enroll(store, args[0], args[1:], skip_bad=skip_bad, face=face.value, keep_faces=keep_faces,
+                               force=force)
         for failure in report.failures:
             err(str(failure))
         if as_json:
             typer.echo(json.dumps(dict(added=report.added, failed=[str(f) for f in report.failures], gallery=str(store.path))))
         if report.failures and not report.added:
             if from_folders is None and not skip_bad:
-                err("nothing was enrolled (fix or drop the files above, or pass --skip-bad)")
+                gate = " (or --force for faces below the quality limits)" if _low_quality(report) else ""
+                err(f"nothing was enrolled (fix or drop the files above, or pass --skip-bad{gate})")
             raise typer.Exit(EXIT_ERROR)
         if not as_json:
             for name, n in report.added.items():
@@ -138,12 +142,20 @@ def enroll(
     raise typer.Exit(EXIT_PARTIAL if report.failures else 0)
 
 
-def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool, keep_faces: bool) -> EnrollReport:
+def _low_quality(report: EnrollReport) -> bool:
+    """Whether any input was refused by the quality gate."""
+    from ..errors import LowQualityError
+
+    return any(isinstance(f, LowQualityError) for f in report.failures)
+
+
+def _enroll_folders(fv: FaceVerifier, store: Gallery, root: Path, quiet: bool, keep_faces: bool, force: bool
+                    ) -> EnrollReport:
     """``enroll --from-folders``, with a bar advancing once per sub-folder."""
     folders = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
     with progress_bar(quiet) as start:
         advance = start("enrolling", len(folders))
-        return fv.enroll_folders(store, root, progress=lambda _name: advance(1), keep_faces=keep_faces)
+        return fv.enroll_folders(store, root, progress=lambda _name: advance(1), keep_faces=keep_faces, force=force)
 
 
 @app.command()

@@ -94,6 +94,8 @@ def run_demo(
                 report = fv.enroll(gallery, name, [img(name, 1), img(name, 2)], skip_bad=True)
                 tally["enrolled"] += bool(report.added)
                 echo(f"  {name}: {sum(report.added.values())} embeddings" + (f", {len(report.failures)} failed" if report.failures else ""))
+                for failure in report.failures:  # refused by the quality gate or unreadable: said, never skipped silently
+                    echo(f"    not enrolled: {failure}")
 
             echo("\n== verify pairs")
             pairs = [(img(n, 3), img(n, 4), True) for n in enrolled[:3]]

@@ -42,6 +42,13 @@ class EvalFace(str, Enum):
     largest = "largest"
 
 
+class EnrolBy(str, Enum):
+    """Which images of an identity an identification protocol enrols (faceverify.eval.identify.ENROL_BY)."""
+
+    first = "first"
+    quality = "quality"
+
+
 RootOpt = typer.Option(None, "--root", help="LFW root with the protocol files (default: $FACEVERIFY_LFW; make sets it to ../shared/datasets/lfw when that exists).")
 ReportJsonOpt = typer.Option(False, "--json", help="One JSON object with every figure.")
 ScoresOpt = typer.Option(None, "--scores", help="Write one CSV row per pair with its similarity.")
@@ -137,6 +144,8 @@ def identify(
     face: Optional[EvalFace] = typer.Option(None, "--face", help="Which detected face an image stands for (default: "
                                             "center on LFW, largest on DIR); no face: centre crop (counted)."),
     flip: bool = FlipOpt,
+    enrol_by: EnrolBy = typer.Option(EnrolBy.first, "--enrol-by", help="Which images of an identity are enrolled: "
+                                     "its first ones, or those whose face has the best quality score."),
 ) -> None:
     """Open-set identification: rank-1, DIR at FPIR 1% and 10%, and FPIR at identify's default."""
     from ..eval.report import identification_lines
@@ -149,7 +158,7 @@ def identify(
         lfw_dir = require_lfw_root(root)
         with progress_bar() as start:
             report = evaluate_identification(pipeline, lfw_dir, (face or EvalFace.center).value, cache, progress=start,
-                                             match=match.value)
+                                             match=match.value, enrol_by=enrol_by.value)
     else:
         from ..eval.identify import evaluate_folder_identification
         from ..eval.pairs import read_lfw_people
@@ -158,7 +167,7 @@ def identify(
         with progress_bar() as start:
             report = evaluate_folder_identification(
                 pipeline, data, chosen, enrol, share, tuple(range(seeds)), (face or EvalFace.largest).value, cache,
-                progress=start, match=match.value,
+                progress=start, match=match.value, enrol_by=enrol_by.value,
             )
     _emit(report, identification_lines(report), as_json)
 

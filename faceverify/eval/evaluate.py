@@ -32,7 +32,7 @@ from .metrics import (
 from .pairs import Pair, lfw_image_dir, lfw_image_path, read_lfw_pairs, read_lfw_people, read_pair_file
 from ..pipeline import Fallback, ImageResult
 from ..decision import DEFAULT_FAR, DEFAULT_MATCH, cosine
-from .identify import OpenSet, identification_report
+from .identify import OpenSet, best_first, check_enrol_by, identification_report
 
 __all__ = [
     "PROTOCOL_FILES",
@@ -253,29 +253,32 @@ def evaluate_identification(
     cache: EmbeddingCache | None = None,
     progress: StartProgress | None = None,
     match: str = DEFAULT_MATCH,
+    enrol_by: str = "first",
 ) -> dict[str, Any]:
     """Open-set identification on LFW peopleDevTest.
 
-    Each identity with two or more images enrols its first image; its other images are mated probes. Identities
-    with a single image are never enrolled: their images are non-mated probes. Reports rank-1 and DIR at FPIR
+    Each identity with two or more images enrols its first image (``enrol_by="quality"``: its image whose face
+    has the best quality score, see :mod:`faceverify.eval.identify`); its other images are mated probes.
+    Identities with a single image are never enrolled: their images are non-mated probes. Reports rank-1 and DIR at FPIR
     1% and 10% (see :func:`faceverify.eval.metrics.open_set_identification`) with the probe and gallery counts, and
     what `identify` would do by default with this gallery (``default_point``: the threshold chosen to hold FPIR
     at 1% from the card's calibration, and the FPIR and DIR measured there), when the card has thresholds; see
     :func:`faceverify.eval.identify.identification_report`.
     """
     images = lfw_image_dir(root)
-    paths: list[Path] = []
-    names: list[str] = []
-    enrolled: list[bool] = []
-    for name, count in read_lfw_people(root / IDENTIFICATION_FILE):
-        for i in range(1, count + 1):
-            paths.append(images / lfw_image_path(name, i))
-            names.append(name)
-            enrolled.append(i == 1 and count >= 2)
+    identities = {name: [images / lfw_image_path(name, i) for i in range(1, count + 1)]
+                  for name, count in read_lfw_people(root / IDENTIFICATION_FILE)}
+    if check_enrol_by(enrol_by) == "quality":
+        identities = best_first(pipeline, identities, 1, face, progress)
+    paths = [p for listed in identities.values() for p in listed]
+    names = [name for name, listed in identities.items() for _ in listed]
+    enrolled = [i == 0 and len(listed) >= 2 for listed in identities.values() for i in range(len(listed))]
     vectors, detected = embed_images(pipeline, paths, face, cache, progress, "DevTest people")
-    protocol = OpenSet(paths, names, np.array(enrolled), "first image of each identity with two or more enrolled")
+    which = "first image" if enrol_by == "first" else "best-quality image"
+    protocol = OpenSet(paths, names, np.array(enrolled), f"{which} of each identity with two or more enrolled")
     report = identification_report(pipeline.card, vectors, protocol, match)
     _describe(report, pipeline, f"open-set:{IDENTIFICATION_FILE}", face, len(paths), int((~detected).sum()))
+    report["enrol_by"] = enrol_by
     return report
 
 

@@ -10,6 +10,10 @@ The folder split (:func:`split_identities`), seeded and documented: identities a
 name order). Of those with more than ``enrol`` images, a random ``enrolled_share`` (seeded) is enrolled from its
 first ``enrol`` images, its other images being mated probes; every other identity is never enrolled and all its
 images are non-mated probes.
+
+``enrol_by="quality"`` (both protocols) orders each enrollable identity's images by the quality score of their
+face (:attr:`faceverify.quality.FaceQuality.score`, best first; ties and faceless images keep name order) before
+the first ones are enrolled, as a user enrolling their best photos would.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import numpy as np
 from ..decision import DEFAULT_MATCH, check_match, identification_point, identity_templates
 from ..detect import FaceChoice
 from ..errors import FaceverifyError
-from ..images import list_images
+from ..images import list_images, load_image
 from .cache import EmbeddingCache, embed_paths
 from .metrics import open_set_identification
 
 REPORT_FPIRS = (1e-2, 1e-1)
+ENROL_BY = ("first", "quality")
 ENROL = 1
 ENROLLED_SHARE = 0.5
 SEED = 0
@@ -85,6 +90,38 @@ def folder_identities(root: Path, people: Mapping[str, int] | None = None) -> di
     return out
 
 
+def quality_scores(pipeline: Any, paths: Sequence[Path], face: FaceChoice = "largest",
+                   progress: Callable[[int], None] | None = None) -> dict[Path, float]:
+    """The quality score of the face each image stands for (chosen by ``face`` as the pipeline chooses it), 0
+    where none is found."""
+    out = {}
+    for path in paths:
+        found = pipeline.measure(load_image(path, pipeline.max_pixels), face)
+        out[path] = found[0][1].score if found else 0.0
+        if progress is not None:
+            progress(1)
+    return out
+
+
+def best_first(
+    pipeline: Any, identities: Mapping[str, Sequence[Path]], enrol: int, face: FaceChoice,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> dict[str, list[Path]]:
+    """``identities`` with the images of each that has more than ``enrol`` ordered by :func:`quality_scores`,
+    best first (a stable sort: ties keep their order); the others as they are."""
+    every = [p for paths in identities.values() if len(paths) > enrol for p in paths]
+    advance = progress("quality", len(every)) if progress is not None else None
+    scores = quality_scores(pipeline, every, face, advance)
+    return {n: sorted(paths, key=lambda p: -scores[p]) if len(paths) > enrol else list(paths)
+            for n, paths in identities.items()}
+
+
+def check_enrol_by(enrol_by: str) -> str:
+    if enrol_by not in ENROL_BY:
+        raise FaceverifyError(f"unknown enrolment order {enrol_by!r} ({' or '.join(ENROL_BY)})")
+    return enrol_by
+
+
 def split_identities(
     identities: Mapping[str, Sequence[Path]],
     enrol: int = ENROL,
@@ -124,10 +161,14 @@ def evaluate_folder_identification(
     cache: EmbeddingCache | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
     match: str = DEFAULT_MATCH,
+    enrol_by: str = "first",
 ) -> dict[str, Any]:
     """Open-set identification on ``root/<identity>/*.jpg`` over one split per seed; with several seeds the
-    counts add up and the rates are pooled over all splits (``per_seed`` keeps each)."""
+    counts add up and the rates are pooled over all splits (``per_seed`` keeps each). ``enrol_by``: which
+    images are enrolled (module docstring)."""
     identities = folder_identities(root, people)
+    if check_enrol_by(enrol_by) == "quality":
+        identities = best_first(pipeline, identities, enrol, face, progress)
     every = sorted({p for paths in identities.values() for p in paths})
     advance = progress("identity folders", len(every)) if progress is not None else None
     vectors, detected = embed_paths(pipeline, every, face, cache, advance)
@@ -139,7 +180,7 @@ def evaluate_folder_identification(
         reports.append(identification_report(pipeline.card, vectors[rows], protocol, match))
     report = pooled(reports) if len(reports) > 1 else reports[0]
     report.update(protocol=f"open-set:{root.name}", model=pipeline.card.name, model_id=pipeline.card.model_id,
-                  face=face, images=len(every), no_face=int((~detected).sum()), seeds=list(seeds))
+                  face=face, images=len(every), no_face=int((~detected).sum()), seeds=list(seeds), enrol_by=enrol_by)
     return report
 
 

@@ -2,8 +2,8 @@
 
 400 a bad or unreadable image (the CLI's one-line reasons, naming the file), 401 no or a wrong key, 403 a
 read-only key on a write, 404 an unknown identity or stream, 409 a model mismatch, a name conflict or an empty
-gallery, 413 a body or image too large, 422 a malformed request or a name the gallery refuses, 503 the model's
-queue is full. Nothing is stored on any of them.
+gallery, 413 a body or image too large, 422 a malformed request, a name the gallery refuses or a face below the
+enrolment quality limits, 503 the model's queue is full. Nothing is stored on any of them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     BadInputError, ConflictError, FaceverifyError, GalleryError, ImageTooLargeError, InvalidNameError,
-    UnknownIdentityError,
+    LowQualityError, UnknownIdentityError,
 )
 
 log = logging.getLogger("faceverify.service")
@@ -46,7 +46,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 def status_of(exc: FaceverifyError) -> int:
     """The HTTP status of a faceverify error (the most specific class first)."""
-    for cls, status in ((ImageTooLargeError, 413), (BadInputError, 400), (UnknownIdentityError, 404),
+    for cls, status in ((ImageTooLargeError, 413), (LowQualityError, 422), (BadInputError, 400), (UnknownIdentityError, 404),
                         (InvalidNameError, 422), (ConflictError, 409), (GalleryError, 500)):
         if isinstance(exc, cls):
             return status

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from ..api import FaceIdentity, IdentifyResult
+from ..api import IdentifyResult
 from ..decision import DEFAULT_MATCH
 from ..errors import BadInputError, NoFaceError
 from ..gallery import Enrolment, validate_name
@@ -87,8 +87,7 @@ def build_router(state: ServiceState) -> APIRouter:
             return fv.identify_embeddings(g, np.stack([f.embedding for f in faces]), point, match.value)
 
         decisions = await engine.gallery(decide)
-        found = [FaceIdentity(n, s, f.box, near) for f, (n, s, near) in zip(faces, decisions)]
-        return IdentifyResult(uploads[0].label, found).to_dict()
+        return IdentifyResult(uploads[0].label, fv.face_identities(faces, decisions)).to_dict()
 
     @router.get("/identities")
     async def identities() -> list:
@@ -98,9 +97,10 @@ def build_router(state: ServiceState) -> APIRouter:
 
     @router.post("/identities/{name:path}/faces")
     async def enroll(name: str, images: List[UploadFile] = File(...), skip_bad: bool = False,
-                     face: Face = FaceQ, keep_faces: bool = True) -> dict:
+                     face: Face = FaceQ, keep_faces: bool = True, force: bool = False) -> dict:
         """Add faces to ``name`` (created if new): the ``enroll --json`` object. All or nothing unless
-        ``skip_bad``; each face's crop is kept for `gallery reembed` unless ``keep_faces=false``."""
+        ``skip_bad``; faces below the quality limits are refused (422) unless ``force``; each face's crop is kept
+        for `gallery reembed` unless ``keep_faces=false``."""
         files: list[tuple[str, bytes] | BadInputError] = []
         if len(images) > config.max_files:
             raise ApiError(413, f"too many files ({len(images)}; the limit is {config.max_files} per request)")
@@ -109,7 +109,7 @@ def build_router(state: ServiceState) -> APIRouter:
                 files.append(await read_upload(f, f"images{i + 1}", config))
             except BadInputError as exc:
                 files.append(exc)
-        return await enroll_files(state, name, files, skip_bad, face.value, keep_faces)
+        return await enroll_files(state, name, files, skip_bad, face.value, keep_faces, force)
 
     @router.get("/identities/{name:path}/thumbnail")
     async def thumbnail(name: str) -> Response:
@@ -155,10 +155,11 @@ def build_router(state: ServiceState) -> APIRouter:
 
 async def enroll_files(
     state: ServiceState, name: str, files: list[tuple[str, bytes] | BadInputError], skip_bad: bool = False,
-    face: str = "largest", keep_faces: bool = True,
+    face: str = "largest", keep_faces: bool = True, force: bool = False,
 ) -> dict:
     """Enroll ``name`` from ``(label, bytes)`` files (a BadInputError stands for a file that could not be read):
-    the ``enroll --json`` object. Any bad file stops it with the gallery unchanged unless ``skip_bad``."""
+    the ``enroll --json`` object. Any bad file (no face, or one below the quality limits unless ``force``) stops
+    it with the gallery unchanged unless ``skip_bad``."""
     name = validate_name(name)
     config, engine = state.config, state.engine
     if not files:
@@ -176,8 +177,11 @@ async def enroll_files(
     items: list[tuple[Upload, Enrolment]] = []
     if uploads and (skip_bad or not failures):  # a file already refused stops it before any model work
         for u, faces in zip(uploads, await engine.embed([u.image for u in uploads], face)):  # type: ignore[arg-type]
-            if not faces:
-                failures.append(NoFaceError(u.label))
+            refused = NoFaceError(u.label) if not faces else None if force else engine.verifier.quality_refusal(
+                u.label, faces)
+            if refused is not None:
+                failures.append(refused)
+                continue
             kept = [engine.verifier.pipeline.keep(u.image, f.face) if keep_faces else None for f in faces]
             items.extend((u, Enrolment(f.embedding, f"upload:{u.label}", u.sha256, f.box, k))
                          for f, k in zip(faces, kept))

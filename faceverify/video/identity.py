@@ -1,29 +1,12 @@
-"""Who a track is: the quality of its faces, the embeddings it keeps, its own template, and its label."""
+"""Who a track is: the embeddings it keeps (its best faces by quality), its own template, and its label."""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..decision import OperatingPoint
 from .results import Status
 from .settings import VideoSettings
-
-
-def face_quality(crop: np.ndarray, landmarks: np.ndarray) -> float:
-    """How useful an aligned face crop is for recognition, in [0, 1): sharpness (variance of the Laplacian of
-    the crop's centre, squashed) times frontality (left/right symmetry of the landmarks about the nose)."""
-    gray = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    m = gray.shape[0] // 6
-    sharp = float(cv2.Laplacian(gray[m:-m, m:-m], cv2.CV_64F).var())
-    left_eye, right_eye, nose, left_mouth, right_mouth = np.asarray(landmarks, np.float64)
-
-    def balance(a: np.ndarray, b: np.ndarray) -> float:
-        da, db = np.linalg.norm(a - nose), np.linalg.norm(b - nose)
-        return float(min(da, db) / max(da, db, 1e-6))
-
-    frontal = np.sqrt(balance(left_eye, right_eye) * balance(left_mouth, right_mouth))
-    return float(frontal * sharp / (sharp + 100.0))
 
 
 class TrackIdentity:

@@ -21,7 +21,8 @@ from ..api import FaceVerifier
 from ..decision import operating_point
 from ..detect import Face
 from ..gallery import Gallery
-from .identity import TrackIdentity, face_quality
+from ..quality import face_quality
+from .identity import TrackIdentity
 from .results import EndReason, FrameResult, TrackEnd, TrackEvent, TrackSummary, VideoSummary, box_list
 from .scene import SceneWatch
 from .settings import VideoSettings
