@@ -526,6 +526,20 @@ def test_frozen_stages_and_body_rate():
     assert all(g["lr"] == pytest.approx(1e-3 if g["stage"] == len(stages) - 1 else 1e-4) for g in groups)
 
 
+def test_edgeface_stage_groups_freeze_all_but_the_head():
+    from faceverify.train.setup import param_groups
+
+    net = networks.build("edgeface_xs", 512)
+    stages = net.stage_groups()  # stem, four EdgeNeXt stages, head
+    assert len(stages) == 6 and [id(p) for g in stages for p in g] == [id(p) for p in net.parameters()]
+    assert stages[-1][-1] is net.model.head.fc.bias
+    cfg = config_from_dict({"data": {"cache": "x"}, "model": {"architecture": "edgeface_xs", "embedding_size": 512},
+                            "optim": {"freeze_stages": 5}})
+    groups = param_groups(net, cfg)
+    assert {g["stage"] for g in groups} == {5}
+    assert [p.requires_grad for p in net.parameters()] == [any(p is q for q in stages[-1]) for p in net.parameters()]
+
+
 def test_shipped_configs_load():
     configs = sorted((REPO / "faceverify" / "configs").glob("*.toml"))
     assert configs

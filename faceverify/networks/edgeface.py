@@ -34,6 +34,13 @@ class EdgeFace(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def stage_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped by depth, input side first: stem, the four EdgeNeXt stages, then the head (its
+        norm and the 512-d linear, with ``norm_pre``) -- what ``optim.freeze_stages`` counts."""
+        m = self.model
+        head = [*m.norm_pre.parameters(), *m.head.parameters()]
+        return [list(m.stem.parameters()), *(list(stage.parameters()) for stage in m.stages), head]
+
 
 @register("edgeface_xs")
 def edgeface_xs(embedding_size: int = 512) -> EdgeFace:
