@@ -16,6 +16,7 @@ from .embed import models_dir, onnx_runtime_installed
 from .errors import ModelError
 from .modelcard import DetectorCard
 from .mtcnn.cascade import Cascade
+from .yunet.onnx_file import free_image_sides
 
 if TYPE_CHECKING:
     import torch
@@ -122,16 +123,18 @@ class YuNetDetector:
 
     ``min_face_size`` drops faces whose box is smaller (longer side, pixels); ``score_threshold`` defaults to
     the card's; images whose longer side exceeds the card's ``max_side`` are shrunk to it before detection.
-    ``runtime`` ``onnxruntime`` runs the same network on ONNX Runtime and decodes its outputs as OpenCV does
-    (the same faces to about 1e-4 px; about 2x faster per 640x480 frame at one thread, see BENCHMARKS.md).
+    ``runtime`` ``onnxruntime`` (the default where it is installed) runs the same network on ONNX Runtime and
+    decodes its outputs as OpenCV does (the same faces to about 1e-4 px; about 1.8x faster per 640x480 frame at one
+    thread, see BENCHMARKS.md); ``opencv`` runs it on OpenCV's DNN module.
     """
 
     kind: DetectorName = "yunet"
 
     def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None,
-                 runtime: YuNetRuntime = "opencv"):
+                 runtime: YuNetRuntime | None = None):
         import cv2
 
+        runtime = runtime or ("onnxruntime" if onnx_runtime_installed() else "opencv")
         if runtime not in YUNET_RUNTIMES:
             raise ModelError(f"unknown YuNet runtime {runtime!r} ({' or '.join(YUNET_RUNTIMES)})")
         self.card, (model,) = detector_files("yunet", "YuNet is not installed (run tools/import_yunet.py, or use "
@@ -148,7 +151,7 @@ class YuNetDetector:
 
             if not onnx_runtime_installed():
                 raise ModelError("YuNet on onnxruntime needs onnxruntime (pip install onnxruntime)")
-            self._session = onnx_session(_free_image_sides(model), threads)
+            self._session = onnx_session(free_image_sides(model), threads)
             self._outputs = [f"{part}_{stride}" for part in ("cls", "obj", "bbox", "kps") for stride in YUNET_STRIDES]
         else:
             self._model = np.frombuffer(model, np.uint8)
@@ -299,93 +302,6 @@ def detector_files(name: str, missing: str) -> tuple[DetectorCard, list[bytes]]:
     return card, models
 
 
-def _free_image_sides(model: bytes) -> bytes:
-    """YuNet's ONNX bytes with the input's height and width symbolic (the file fixes 640 x 640; OpenCV resizes its
-    graph, ONNX Runtime needs them free) and the outputs' and intermediate shapes dropped. ONNX's protobuf wire
-    format is edited directly, as the onnx package is not a dependency: ModelProto.graph (7) > GraphProto.input
-    (11, the one named ``input``) > ValueInfoProto.type (2) > TypeProto.tensor_type (1) > shape (2) > dims (1)."""
-
-    def side(name: bytes) -> bytes:
-        return _pb_field(1, _pb_field(2, name))  # TensorShapeProto.dim { dim_param: name }
-
-    def shape(msg: bytes) -> bytes:
-        dims = [raw for number, _, raw in _pb_fields(msg) if number == 1]
-        return dims[0] + dims[1] + side(b"h") + side(b"w")
-
-    def graph(msg: bytes) -> bytes:
-        out = b""
-        for number, body, raw in _pb_fields(msg):
-            if number == 11 and _pb_first(body, 1) == b"input":
-                raw = _pb_field(11, _pb_edit(body, (2, 1, 2), shape))
-            elif number == 12:  # outputs: drop TypeProto.tensor_type.shape
-                raw = _pb_field(12, _pb_edit(body, (2, 1), lambda t: b"".join(
-                    r for n, _, r in _pb_fields(t) if n != 2)))
-            elif number == 13:  # value_info: fixed intermediate shapes
-                raw = b""
-            out += raw
-        return out
-
-    return _pb_edit(model, (7,), graph)
-
-
-def _pb_fields(msg: bytes) -> list[tuple[int, bytes | None, bytes]]:
-    """(field number, payload of a length-delimited field or None, the field's raw bytes) of a protobuf message."""
-    fields, i = [], 0
-    while i < len(msg):
-        start = i
-        key, i = _pb_varint(msg, i)
-        kind, body = key & 7, None
-        if kind == 0:
-            _, i = _pb_varint(msg, i)
-        elif kind == 1:
-            i += 8
-        elif kind == 5:
-            i += 4
-        elif kind == 2:
-            n, i = _pb_varint(msg, i)
-            body, i = msg[i:i + n], i + n
-        else:
-            raise ModelError(f"YuNet's ONNX file is not a protobuf this reader knows (wire type {kind})")
-        fields.append((key >> 3, body, msg[start:i]))
-    if i != len(msg):
-        raise ModelError("YuNet's ONNX file is truncated")
-    return fields
-
-
-def _pb_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data):
-            raise ModelError("YuNet's ONNX file is truncated")
-        byte = data[i]
-        value, shift, i = value | (byte & 0x7F) << shift, shift + 7, i + 1
-        if byte < 0x80:
-            return value, i
-
-
-def _pb_field(number: int, body: bytes) -> bytes:
-    """A length-delimited field."""
-    out, n = bytearray(), len(body)
-    for v in (number << 3 | 2, n):
-        while v >= 0x80:
-            out.append(v & 0x7F | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out) + body
-
-
-def _pb_first(msg: bytes, number: int) -> bytes | None:
-    return next((body for n, body, _ in _pb_fields(msg) if n == number), None)
-
-
-def _pb_edit(msg: bytes, path: tuple[int, ...], edit) -> bytes:
-    """``msg`` with ``edit`` applied to every sub-message along ``path`` (field numbers, outermost first)."""
-    if not path:
-        return edit(msg)
-    return b"".join(_pb_field(n, _pb_edit(body, path[1:], edit)) if n == path[0] and body is not None else raw
-                    for n, body, raw in _pb_fields(msg))
-
-
 def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
     """``template`` moved for a detector whose card has ``mean_shapes`` (see YuNetDetector.template_for)."""
     shapes = card.mean_shapes
@@ -425,11 +341,11 @@ def choose_detector(detector: str | None = None, device: str | None = None) -> D
 
 def make_detector(
     detector: str | None = None, device: str | torch.device | None = None, min_face_size: int = 20,
-    score_threshold: float | None = None, threads: int | None = None, yunet_runtime: YuNetRuntime = "opencv",
+    score_threshold: float | None = None, threads: int | None = None, yunet_runtime: YuNetRuntime | None = None,
 ) -> AnyDetector:
     """The chosen detector (see :func:`choose_detector`); ``score_threshold`` None means the detector's own
     default (MTCNN 0.9, YuNet its card's); ``threads`` caps OpenCV's threads (YuNet), ONNX Runtime's (mtcnn-onnx)
-    or torch's (MTCNN); ``yunet_runtime`` runs YuNet on OpenCV (the default) or ONNX Runtime."""
+    or torch's (MTCNN); ``yunet_runtime`` runs YuNet on ONNX Runtime (the default where installed) or OpenCV."""
     chosen = choose_detector(detector, None if device is None else str(device))
     if chosen == "yunet":
         return YuNetDetector(min_face_size, score_threshold, threads, yunet_runtime)

@@ -219,10 +219,11 @@ def test_search_equals_exact_search(url, tmp_path):
 def test_search_sets_ef_search_from_k_and_the_table_size(url, monkeypatch):
     """pgvector's HNSW scan returns at most ``hnsw.ef_search`` rows (default 40): a search sets it, inside its
     transaction, to what ``ef_search_for`` gives for ``k`` and the table's size, and the server obeys it."""
+    from faceverify.gallery import pgstore
     from faceverify.gallery import postgres as pg
 
-    assert pg.ef_search_for(0, 32) == pg.ef_search_for(pg.EF_ROWS, 32) == pg.EF_SEARCH
-    assert pg.ef_search_for(100 * pg.EF_ROWS, 32) == 10 * pg.EF_SEARCH and pg.ef_search_for(10**9, 600) == 1000
+    assert pg.ef_search_for(0, 32) == pg.ef_search_for(pgstore.EF_ROWS, 32) == pgstore.EF_SEARCH
+    assert pg.ef_search_for(100 * pgstore.EF_ROWS, 32) == 10 * pgstore.EF_SEARCH and pg.ef_search_for(10**9, 600) == 1000
     asked: list[tuple[float, int]] = []
     rule, forced = pg.ef_search_for, 0
 
@@ -399,8 +400,9 @@ def test_server_restarted_under_a_running_identify_source(postgres, service_scen
         outcome = f"reconnected and finished ({summary['frames']} frames, {scored['face_frames_named']} named)"
     else:
         assert proc.returncode == 2, err
-        (line,) = err.strip().splitlines()
-        assert "Traceback" not in err and "postgresql://" in line, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        line = err.strip()
+        assert "postgresql://" in line, err
         outcome = f"stopped with: {line}"
     print(f"postgres restart under identify --source: {outcome}")
 

@@ -108,7 +108,8 @@ def test_yunet_landmarks_come_in_mtcnn_order(lfw_faces, one_torch_thread):
 def test_yunet_on_onnx_runtime_finds_opencvs_faces(lfw_faces):
     """The same network on ONNX Runtime with OpenCV's decoding in numpy: every face of every image, to 1e-3 px,
     on 200 LFW images, on 640x480 mosaics of them (several faces, a 480-row input) and on larger ones (shrunk)."""
-    opencv, onnx = YuNetDetector(threads=1), YuNetDetector(threads=1, runtime="onnxruntime")
+    opencv, onnx = YuNetDetector(threads=1, runtime="opencv"), YuNetDetector(threads=1)
+    assert onnx.runtime == "onnxruntime"  # the default where ONNX Runtime is installed
     assert onnx._session.get_inputs()[0].shape == [1, 3, "h", "w"]
     tiles = [np.concatenate([np.concatenate(lfw_faces[i:i + 2], 1)[:240]] * 2)[:, :500] for i in range(0, 40, 2)]
     mosaics = [np.pad(t, ((0, 0), (0, 140), (0, 0))) for t in tiles]
@@ -122,7 +123,7 @@ def test_yunet_on_onnx_runtime_finds_opencvs_faces(lfw_faces):
             assert abs(fa.score - fb.score) < 1e-5
         counted += len(a)
     assert counted >= len(lfw_faces) + 2 * len(mosaics)
-    assert onnx.like(30, 0.7).runtime == "onnxruntime"
+    assert onnx.like(30, 0.7).runtime == "onnxruntime" and opencv.like(30, 0.7).runtime == "opencv"
     with pytest.raises(ModelError, match="unknown YuNet runtime"):
         YuNetDetector(runtime="tensorrt")  # type: ignore[arg-type]
 

@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     rels = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     images = [load_image(lfw_image_dir(root) / rel) for rel in rels]
     pipeline = FacePipeline(args.model, backend="onnx", detector="yunet", threads=args.threads)
-    detectors = {"yunet": pipeline.detector, "yunet-ort": YuNetDetector(threads=args.threads, runtime="onnxruntime"),
+    detectors = {"yunet": pipeline.detector, "yunet-opencv": YuNetDetector(threads=args.threads, runtime="opencv"),
                  "mtcnn": Detector("cpu"), "mtcnn-onnx": OnnxMtcnnDetector(threads=args.threads), "hog": HogDetector()}
-    labels_of = {"yunet-ort": "yunet on onnxruntime (same network and decoding)", "mtcnn": "mtcnn (facenet-pytorch)",
+    labels_of = {"yunet-opencv": "yunet on OpenCV's DNN (same network)", "mtcnn": "mtcnn (facenet-pytorch)",
                  "mtcnn-onnx": "mtcnn-onnx (ONNX Runtime cascade)", "hog": "hog (dlib)"}
     frames = make_frames(images, args.frames)
     labels = np.array([p.same for p in pairs])

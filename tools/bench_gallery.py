@@ -333,7 +333,7 @@ def report(results: list[dict], compare: dict | None, command: str, per: int, no
 def postgres_section(results: list[dict], server: dict, per: int) -> list[str]:
     """The two stores side by side (a subsection of this benchmark's section)."""
     from faceverify.gallery.pgstore import HNSW_EF_CONSTRUCTION, HNSW_M
-    from faceverify.gallery.postgres import EF_ROWS, EF_SEARCH
+    from faceverify.gallery.pgstore import EF_ROWS, EF_SEARCH
 
     lines = [
         "### PostgreSQL + pgvector beside SQLite + FAISS",

@@ -20,7 +20,7 @@ MAX_LINES = 450
 MAX_MODULES = 12
 LAYERS = [
     ("errors", "_util", "models", "configs"),
-    ("images", "modelcard", "networks", "mtcnn"),
+    ("images", "modelcard", "networks", "mtcnn", "yunet"),
     ("detect", "align", "embed", "quality"),
     ("pipeline", "decision", "gallery"),
     ("api", "eval", "metrics"),

@@ -2,7 +2,7 @@
 
     faceverify evaluate lfw --protocol devtest --model dlib-resnet-v1 --scores dlib.csv
     faceverify evaluate lfw --protocol devtest --model edgeface-xxs --scores xxs.csv
-    python tools/pair_costs.py dlib.csv xxs.csv [--worst 5] [--json]
+    python tools/pair_costs.py dlib.csv xxs.csv [--worst 5] [--bootstrap 2000] [--json]
 
 AUC is the fraction of (genuine, impostor) pairs ordered right (ties count 1/2), so each pair's share of the
 loss is exact: each wrongly ordered (genuine, impostor) couple is charged half to each of its two pairs, so a
@@ -10,7 +10,10 @@ genuine pair costs half the impostors scoring above it, an impostor half the gen
 n_genuine x n_impostor, and the costs add up to 1 - AUC. The tool lists each model's costliest pairs with every model's score
 and rank on them (a pair costly for one model and easy for another is where the models disagree), and each
 model's AUC without the union of the listed pairs, beside the AUC on all. Every file must hold the same pairs
-(the same protocol), else it stops.
+(the same protocol), else it stops. --bootstrap N adds, for each model after the first, a paired bootstrap of its
+AUC minus the first's: the genuine and the impostor pairs are resampled separately (N times, seed 0), the same
+draw scoring both models, and the 2.5% and 97.5% quantiles of the difference are reported (pairs that share a
+person are not independent, so read the interval as a lower bound on the uncertainty).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,10 +53,31 @@ def pair_costs(same: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return cost / (2 * len(gen) * len(imp))
 
 
+def rank_auc(gen: np.ndarray, imp: np.ndarray) -> float:
+    """AUC of genuine against impostor scores by the rank-sum rule (ties 1/2), as :func:`auc` gives."""
+    ranks = rankdata(np.concatenate([gen, imp]))
+    return float((ranks[: len(gen)].sum() - len(gen) * (len(gen) + 1) / 2) / (len(gen) * len(imp)))
+
+
+def auc_difference_interval(same: np.ndarray, base: np.ndarray, other: np.ndarray, rounds: int
+                            ) -> tuple[float, float]:
+    """95% paired-bootstrap interval of AUC(other) - AUC(base), resampling genuine and impostor pairs apart."""
+    rng = np.random.default_rng(0)
+    gen, imp = np.flatnonzero(same), np.flatnonzero(~same)
+    diffs = np.empty(rounds)
+    for r in range(rounds):
+        g, i = rng.choice(gen, len(gen)), rng.choice(imp, len(imp))
+        diffs[r] = rank_auc(other[g], other[i]) - rank_auc(base[g], base[i])
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scores", nargs="+", type=Path, help="--scores CSV files, one per model (named by file stem)")
     ap.add_argument("--worst", type=int, default=5, help="pairs listed per model")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                    help="95%% paired-bootstrap interval of each model's AUC minus the first's (N resamples)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     runs = {p.stem: read_scores(p) for p in args.scores}
@@ -75,6 +100,10 @@ def main() -> None:
                         **{n: dict(score=round(float(runs[n][2][k]), 4), auc_cost=float(costs[n][k])) for n in runs})
                    for k in listed],
     }
+    if args.bootstrap:
+        base = runs[first_name][2]
+        result["auc_minus_first_95"] = {n: auc_difference_interval(same, base, s, args.bootstrap)
+                                        for n, (_, _, s) in list(runs.items())[1:]}
     if args.json:
         print(json.dumps(result, indent=1))
         return
@@ -87,6 +116,9 @@ def main() -> None:
         print(f"| {row['a']} / {row['b']} | {'yes' if row['same'] else 'no'} | {cells} |")
     for n in names:
         print(f"{n}: AUC {result['auc'][n]:.5f}; without the {len(listed)} listed pairs {result['auc_without_listed'][n]:.5f}")
+    for n, (low, high) in result.get("auc_minus_first_95", {}).items():
+        diff = result["auc"][n] - result["auc"][first_name]
+        print(f"{n} - {first_name}: AUC difference {diff:+.5f}, 95% paired bootstrap [{low:+.5f}, {high:+.5f}]")
 
 
 if __name__ == "__main__":

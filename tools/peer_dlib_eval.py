@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -41,7 +41,7 @@ from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, UPSAMPLE, DlibPipeline, dli
 
 RECOGNIZER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
-OURS = "faceverify: MTCNN + our alignment + our PyTorch port of dlib's ResNet"
+OURS = "faceverify"
 THEIRS = "dlib: HOG + 5-point shape + get_face_chip + dlib's ResNet"
 
 
@@ -52,6 +52,7 @@ class PeerCard:
     name: str
     model_id: str
     embedding_size: int = 128
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     def threshold_for(self, far: float) -> float:
         raise ModelError(f"{self.name} has no calibrated thresholds")
@@ -183,17 +184,19 @@ def markdown_table(rows: dict[str, tuple[dict[str, Any], dict[str, Any], float]]
 
 def side_by_side(root: Path, protocol: str, face: FaceChoice, timing_images: int, rounds: int) -> str:
     """Both pipelines on the same protocol, identification and timing sample, as a markdown table and notes."""
-    fronts: dict[str, FrontEnd] = {OURS: FacePipeline(device="cpu"), THEIRS: DlibFrontEnd()}
+    ours = FacePipeline(device="cpu")
+    label = f"{OURS}: {ours.detector.kind} + our alignment + {ours.card.name} (the defaults)"
+    fronts: dict[str, FrontEnd] = {label: ours, THEIRS: DlibFrontEnd()}
     results = {name: evaluate_both(front, root, protocol, face) for name, front in fronts.items()}
     paths = timing_sample(root, timing_images)
     seconds = interleaved_timing(fronts, paths, face, rounds)
     table = markdown_table({name: (*results[name], seconds[name]) for name in fronts}, protocol)
     notes = [
-        f"protocol {protocol} (threshold: {results[OURS][0]['threshold_source']}), identification "
-        f"{results[OURS][1]['protocol']}, face choice {face}; no face: fixed centre crop, counted",
+        f"protocol {protocol} (threshold: {results[label][0]['threshold_source']}), identification "
+        f"{results[label][1]['protocol']}, face choice {face}; no face: fixed centre crop, counted",
         f"s/image: median of {rounds} interleaved uncached rounds over the first {len(paths)} distinct "
         f"{PROTOCOL_FILES['devtest']} images (decode + detect + align + embed, CPU, {torch.get_num_threads()} torch "
-        f"threads); faceverify's time per image is {seconds[OURS] / seconds[THEIRS]:.2f}x dlib's",
+        f"threads); faceverify's time per image is {seconds[label] / seconds[THEIRS]:.2f}x dlib's",
     ]
     return table + "\n\n" + "\n".join(f"- {n}" for n in notes)
 

@@ -13,7 +13,7 @@ Durability and concurrency
 Search index (a cache, never the truth)
     Up to ``EXACT_LIMIT`` embeddings, search is exact (``IndexFlatIP`` in an ``IndexIDMap2``). Beyond that it
     is an inverted-file index (``IndexIVFFlat``, inner product, ``nlist = 2 sqrt(N)`` trained on a sample,
-    ``NPROBE`` lists probed) whose per-identity scores are then made exact: the best ``RERANK_IDENTITIES``
+    ``nprobe_for(nlist)`` lists probed, at least ``NPROBE``) whose per-identity scores are then made exact: the best ``RERANK_IDENTITIES``
     candidate identities are rescored against all their stored embeddings. The IVF is retrained once the
     gallery has grown ``RETRAIN_GROWTH``-fold since training (amortised O(1) per embedding) and replaced by an
     exact index below ``EXACT_LIMIT / 2``. Measured by ``tools/bench_gallery.py`` (BENCHMARKS.md).

@@ -25,7 +25,6 @@ Connections
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -38,34 +37,13 @@ from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .base import GalleryBase, rank_templates
 from .names import collapse_name, name_skeleton, validate_name
 from .pgpool import shared_pool, unavailable
-from .pgstore import HNSW_INDEX, build_search_index, create_embeddings, ensure_schema, import_driver, one_line, redact
-from .pgstore import INSERT_EMBEDDING, INSERT_WITH_FACE, create_faces
+from .pgstore import (HNSW_INDEX, INSERT_EMBEDDING, INSERT_WITH_FACE, SEARCH_NEAREST, build_search_index, create_embeddings,
+                      create_faces, ef_search_for, ensure_schema, import_driver, one_line, redact)
 from .records import Enrolment, Identity, check_model, enrolment_row, face_of
 
-EF_SEARCH, EF_ROWS, EF_SEARCH_MAX = 100, 100_000, 1000
-"""A search's HNSW candidate list (``hnsw.ef_search``; pgvector returns at most that many rows and takes at most
-EF_SEARCH_MAX): EF_SEARCH up to EF_ROWS embeddings, growing as the square root of the table beyond. 100 found every
-identity up to 100,000; at 1,000,000 (seed 1) 100 missed 0.8%, 200 and 300 none, and sqrt gives 316 there."""
 PAGE = 10_000
 
 T = TypeVar("T")
-
-_SEARCH = """
-WITH near AS (
-    SELECT identity_id FROM faceverify_embeddings ORDER BY vector <=> %(q)s LIMIT %(k)s
-)
-SELECT i.name, MAX(-(e.vector <#> %(q)s)) AS score
-FROM faceverify_embeddings e JOIN faceverify_identities i ON i.id = e.identity_id
-WHERE e.identity_id IN (SELECT identity_id FROM near)
-GROUP BY i.id, i.name
-ORDER BY score DESC
-"""
-
-
-def ef_search_for(rows: float, k: int) -> int:
-    """The HNSW candidate list of a search for ``k`` nearest rows in a table of ``rows`` embeddings."""
-    grown = EF_SEARCH * math.sqrt(max(1.0, rows / EF_ROWS))
-    return min(EF_SEARCH_MAX, max(2 * k, math.ceil(grown)))
 
 
 def _array(vector: Any) -> np.ndarray:
@@ -431,7 +409,7 @@ class PostgresGallery(GalleryBase):
         with self._read() as db:
             self._set_ef_search(db, k)
             for q in queries:
-                rows = db.execute(_SEARCH, dict(q=q, k=k)).fetchall()
+                rows = db.execute(SEARCH_NEAREST, dict(q=q, k=k)).fetchall()
                 out.append([(name, float(score)) for name, score in rows])
         return out
 

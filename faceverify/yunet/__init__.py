@@ -1,0 +1,2 @@
+"""YuNet on ONNX Runtime: the shipped ONNX file made to take any input size (the detector itself is
+``faceverify.detect.YuNetDetector``)."""
