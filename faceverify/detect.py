@@ -328,6 +328,11 @@ def yunet_installed() -> bool:
     return (detectors_dir() / "yunet.json").is_file()
 
 
+def mtcnn_onnx_installed() -> bool:
+    """MTCNN's ONNX cascade can run: its card is shipped and ONNX Runtime is installed."""
+    return (detectors_dir() / "mtcnn.json").is_file() and onnx_runtime_installed()
+
+
 def choose_detector(detector: str | None = None, device: str | None = None) -> DetectorName:
     """``detector`` when given; else YuNet on CPU when it is installed, MTCNN otherwise (and on CUDA). MTCNN's
     ONNX cascade (``mtcnn-onnx``) is only used when asked for."""

@@ -9,7 +9,8 @@ from typing import Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from .align import FaceCrop, align_face, center_crop, face_crop
-from .detect import AnyDetector, Detector, Face, FaceChoice, landmark_template, make_detector, select_faces
+from .detect import (AnyDetector, Detector, Face, FaceChoice, OnnxMtcnnDetector, landmark_template, make_detector,
+                     mtcnn_onnx_installed, select_faces)
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
@@ -68,7 +69,7 @@ class FacePipeline:
         flip: bool = False,
     ):
         self.embedder = embedder or load_embedder(model, device, backend, threads)
-        self.flip = flip
+        self.flip, self.threads = flip, threads
         chosen = detector is not None
         if detector is None or isinstance(detector, str):
             detector = make_detector(detector, self.embedder.device, min_face_size, score_threshold, threads)
@@ -113,9 +114,12 @@ class FacePipeline:
         """A detector like this pipeline's (device; kind and score threshold when it is the same kind) with its own
         smallest face and pyramid factor (MTCNN only): what video uses on downscaled frames. Video uses MTCNN
         unless a detector was chosen explicitly: on 320-pixel detection copies YuNet's landmarks cost an enrolled
-        person their name in tests/test_video.py, so YuNet is not yet the video default (see BENCHMARKS.md)."""
+        person their name in tests/test_video.py, so YuNet is not yet the video default (see BENCHMARKS.md).
+        On CPU that MTCNN is the ONNX cascade where it is installed (facenet-pytorch's faces, without torch)."""
         if getattr(self.detector, "kind", "mtcnn") == self.video_detector:
             return self.detector.like(min_face_size, factor)
+        if str(self.embedder.device) == "cpu" and mtcnn_onnx_installed():
+            return OnnxMtcnnDetector(min_face_size, factor=factor, threads=self.threads)
         return Detector(self.embedder.device, min_face_size=min_face_size, factor=factor)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:

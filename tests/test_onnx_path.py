@@ -191,6 +191,41 @@ def test_verify_enroll_identify_gallery_run_without_importing_torch(lfw_image, t
     assert lines[0].startswith("same person") and any("\tColin\t" in line for line in lines)
 
 
+NO_TORCH_VIDEO = """\
+import json, sys
+from faceverify.cli import run
+image, video, gallery = sys.argv[1:4]
+codes = [run(["enroll", "Colin", image, "--gallery", gallery]),
+         run(["identify", "--source", video, "--gallery", gallery, "--json"])]
+heavy = sorted(m for m in ("torch", "torchvision", "facenet_pytorch") if m in sys.modules)
+print(json.dumps(dict(codes=codes, heavy=heavy)))
+"""
+
+
+def test_identify_source_runs_without_importing_torch(lfw_image, tmp_path):
+    """Video's default detector on CPU is MTCNN's ONNX cascade: `identify --source` names the enrolled face in a
+    short video (the LFW photo drifting across a 640x480 frame) without importing torch."""
+    import cv2
+
+    from faceverify.images import load_image
+
+    face = cv2.cvtColor(load_image(lfw_image("Colin_Powell", 2)), cv2.COLOR_RGB2BGR)
+    video = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for i in range(25):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        frame[100:350, 40 + 8 * i:290 + 8 * i] = face
+        writer.write(frame)
+    writer.release()
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_VIDEO, str(lfw_image("Colin_Powell", 1)), str(video),
+                           str(tmp_path / "g.sqlite")], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == dict(codes=[0, 0], heavy=[]), proc.stdout + proc.stderr
+    events = [json.loads(line) for line in lines if line.startswith("{") and '"frame"' in line]
+    assert any(e.get("name") == "Colin" for e in events), proc.stdout
+
+
 def test_onnx_and_torch_paths_agree_on_a_verification(lfw_image, one_torch_thread):
     from faceverify.api import FaceVerifier
 
