@@ -226,6 +226,30 @@ def test_identify_source_runs_without_importing_torch(lfw_image, tmp_path):
     assert any(e.get("name") == "Colin" for e in events), proc.stdout
 
 
+NO_TORCH_SERVICE = """\
+import json, sys
+from fastapi.testclient import TestClient
+from faceverify.service import ServiceConfig, create_app
+a, b, gallery = sys.argv[1:4]
+with TestClient(create_app(ServiceConfig(gallery=gallery))) as client:
+    added = client.post("/v1/identities/Colin/faces", files=[("images", ("a.jpg", open(a, "rb").read()))])
+    found = client.post("/v1/identify", files=[("image", ("b.jpg", open(b, "rb").read()))])
+heavy = sorted(m for m in ("torch", "torchvision", "facenet_pytorch") if m in sys.modules)
+print(json.dumps(dict(codes=[added.status_code, found.status_code], names=[f["name"] for f in found.json()["faces"]],
+                      heavy=heavy)))
+"""
+
+
+def test_the_service_runs_without_importing_torch(lfw_image, tmp_path):
+    """`faceverify serve`'s app enrols and identifies on the CPU defaults without importing torch."""
+    pytest.importorskip("fastapi")
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_SERVICE, str(lfw_image("Colin_Powell", 1)),
+                           str(lfw_image("Colin_Powell", 2)), str(tmp_path / "g.sqlite")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == dict(codes=[200, 200], names=["Colin"], heavy=[])
+
+
 def test_onnx_and_torch_paths_agree_on_a_verification(lfw_image, one_torch_thread):
     from faceverify.api import FaceVerifier
 
