@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -112,13 +113,26 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise GalleryError(f"{path}: cannot open gallery ({exc})") from None
         try:
-            self._open()
+            self._open_when_free()
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise GalleryError(f"{path}: not a faceverify gallery ({exc})") from None
         except BaseException:
             self.db.close()
             raise
+
+    def _open_when_free(self) -> None:
+        """:meth:`_open`, again while another process holds a lock the busy handler does not wait for (SQLite
+        answers "database is locked" at once while a new file is switched to WAL; seen with 8 writers opening one
+        gallery), for up to BUSY_MS."""
+        deadline = time.monotonic() + BUSY_MS / 1000
+        while True:
+            try:
+                return self._open()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _open(self) -> None:
         tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
