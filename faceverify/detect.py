@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, Sequence, Union
 
 import numpy as np
 
-from ._util import pick_device, sha256_bytes
+from ._util import onnx_session, pick_device, sha256_bytes
 from .align import similarity_transform
 from .embed import models_dir, onnx_runtime_installed
 from .errors import ModelError
@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 FaceChoice = Literal["largest", "center", "all"]
 DetectorName = Literal["yunet", "mtcnn", "mtcnn-onnx"]
 DETECTORS = ("yunet", "mtcnn", "mtcnn-onnx")
+"""The detectors one can choose; ``mtcnn-onnx`` finds MTCNN's faces and landmarks, so its ``kind`` is ``mtcnn``."""
 YuNetRuntime = Literal["opencv", "onnxruntime"]
 YUNET_RUNTIMES = ("opencv", "onnxruntime")
 YUNET_STRIDES = (8, 16, 32)
-"""The detectors one can choose; ``mtcnn-onnx`` finds MTCNN's faces and landmarks, so its ``kind`` is ``mtcnn``."""
+"""The feature strides of YuNet's outputs (``cls_8`` ... ``kps_32``)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,22 @@ class Face:
         return float(max(x2 - x1, 0) * max(y2 - y1, 0))
 
 
-class Detector:
+class MtcnnOutputs:
+    """What both MTCNN runtimes share: faces come from batches, and landmarks are MTCNN's own."""
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        raise NotImplementedError
+
+    def detect_one(self, image: np.ndarray) -> list[Face]:
+        """Faces in one RGB image."""
+        return self.detect([image])[0]
+
+    def template_for(self, template: np.ndarray) -> np.ndarray:
+        """The alignment template for this detector's landmarks: the card's own (cards are fitted to MTCNN)."""
+        return template
+
+
+class Detector(MtcnnOutputs):
     """MTCNN face detector (facenet-pytorch).
 
     ``min_face_size`` is in pixels; ``score_threshold`` drops faces the final stage is less sure of;
@@ -100,14 +116,6 @@ class Detector:
                 results[i] = faces
         return results
 
-    def detect_one(self, image: np.ndarray) -> list[Face]:
-        """Faces in one RGB image."""
-        return self.detect([image])[0]
-
-    def template_for(self, template: np.ndarray) -> np.ndarray:
-        """The alignment template for this detector's landmarks: the card's own (cards are fitted to MTCNN)."""
-        return template
-
     def like(self, min_face_size: int, factor: float) -> "Detector":
         """A detector like this one (device, score threshold) with its own smallest face and pyramid factor."""
         return Detector(self.device, min_face_size=min_face_size, score_threshold=self.score_threshold, factor=factor)
@@ -147,8 +155,6 @@ class YuNetDetector:
         self.threads, self.runtime = threads, runtime
         self._cv2 = cv2
         if runtime == "onnxruntime":
-            from ._util import onnx_session
-
             if not onnx_runtime_installed():
                 raise ModelError("YuNet on onnxruntime needs onnxruntime (pip install onnxruntime)")
             self._session = onnx_session(free_image_sides(model), threads)
@@ -236,7 +242,7 @@ class YuNetDetector:
         return YuNetDetector(min_face_size, self.score_threshold, self.threads, self.runtime)
 
 
-class OnnxMtcnnDetector:
+class OnnxMtcnnDetector(MtcnnOutputs):
     """MTCNN's cascade on ONNX Runtime (:mod:`faceverify.mtcnn`) from the stages named by ``detectors/mtcnn.json``,
     each checked against its sha256: facenet-pytorch's faces, boxes, scores and landmarks, without torch. The
     parameters are :class:`Detector`'s; ``threads`` caps ONNX Runtime's threads."""
@@ -266,14 +272,6 @@ class OnnxMtcnnDetector:
             results[i] = [Face(box=b, score=float(p), landmarks=lm)
                           for b, p, lm in zip(found.boxes, found.scores, found.landmarks) if p >= self.score_threshold]
         return results
-
-    def detect_one(self, image: np.ndarray) -> list[Face]:
-        """Faces in one RGB image."""
-        return self.detect([image])[0]
-
-    def template_for(self, template: np.ndarray) -> np.ndarray:
-        """The card's template as is: these are MTCNN's landmarks."""
-        return template
 
     def like(self, min_face_size: int, factor: float) -> "OnnxMtcnnDetector":
         """A detector like this one (score threshold, threads) with its own smallest face and pyramid factor."""

@@ -407,14 +407,13 @@ def test_open_set_rejects_bad_shapes():
 
 
 def test_pair_costs_bootstrap_interval_of_an_auc_difference() -> None:
-    """The rank-sum AUC equals sklearn's, with ties; an identical model's interval is [0, 0], and a model that
-    ranks every genuine pair above every impostor gets an interval above zero that holds the true difference."""
-    from tools.pair_costs import auc_difference_interval, rank_auc
+    """An identical model's interval is [0, 0], and a model that ranks every genuine pair above every impostor
+    gets an interval above zero that holds the true difference."""
+    from tools.pair_costs import auc_difference_interval
 
     rng = np.random.default_rng(3)
     same = np.arange(400) < 200
     base = np.round(rng.normal(same.astype(float), 1.0), 1)  # rounded: many ties
-    assert math.isclose(rank_auc(base[same], base[~same]), auc(base, same), abs_tol=1e-12)
     assert auc_difference_interval(same, base, base, 200) == (0.0, 0.0)
     perfect = same + rng.uniform(0, 0.5, 400)
     low, high = auc_difference_interval(same, base, perfect, 200)
