@@ -24,7 +24,7 @@ LAYERS = [
     ("detect", "align", "embed", "quality"),
     ("pipeline", "decision", "gallery"),
     ("api", "eval", "metrics"),
-    ("video", "train"),
+    ("video", "train", "adapt"),
     ("cli", "service", "__init__"),
 ]
 

@@ -1,4 +1,4 @@
-"""`faceverify prepare`, `faceverify train` and `faceverify export-model`: training on identity folders.
+"""`faceverify prepare`, `faceverify train`, `faceverify export-model` and `faceverify adapt`: training.
 
 A typer app whose commands join the main CLI at the top level (``app.add_typer(train_app)``, below). Heavy imports
 happen inside the commands so that `faceverify --help` stays fast; errors are FaceverifyError for
@@ -156,6 +156,39 @@ def export_model(
     lfw = None if no_lfw else find_lfw_root(root)
     card_path = export_run(run, name, models, lfw, cache or [], device, force, notes, progress=typer.echo)
     typer.echo(f"exported {card_path} (not made the default: edit models/DEFAULT to choose it)")
+
+
+@train_app.command()
+def adapt(
+    sources: List[Path] = typer.Option(..., "--from", help="Unlabelled face images or folders of them (repeatable)."),
+    out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),
+    epochs: int = typer.Option(3, "--epochs", help="Passes over the faces."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Faces per step (each seen in two views)."),
+    lr: float = typer.Option(5e-5, "--lr", help="Learning rate (AdamW, warm-up then cosine decay)."),
+    temperature: float = typer.Option(0.1, "--temperature", help="NT-Xent temperature."),
+    memory: int = typer.Option(4096, "--memory", help="Memory bank of past embeddings used as negatives (0: none)."),
+    anchor: float = typer.Option(4.0, "--anchor-weight", help="Weight of the pull toward the base model's embeddings."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory for checkpoints (default: runs/adapt-<out>)."),
+    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
+    device: str = typer.Option("auto", "--device", help="torch device (auto: CUDA when available)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
+) -> None:
+    """Adapt a model to a camera from faces nobody labelled (NT-Xent over augmented views, anchored to the base)."""
+    from ..adapt.adaptation import adapt as run_adapt
+    from ..adapt.run import AdaptSettings
+    from ..embed import resolve_card
+
+    base = model or resolve_card(None)[0].name
+    settings = AdaptSettings(base=base, name=out, out=str(run or Path("runs") / f"adapt-{out}"), epochs=epochs,
+                             batch_size=batch_size, lr=lr, temperature=temperature, memory_size=memory,
+                             anchor_weight=anchor, device=device, threads=threads)
+    with ExitStack() as bars:
+        card = run_adapt(sources, settings, models, resume, force, typer.echo, _epoch_bars(bars))
+    typer.echo(f"wrote {card}: uncalibrated; run `faceverify calibrate --model {out}` on labelled faces from this "
+               "camera before using it")
 
 
 app.add_typer(train_app)  # prepare, train, export-model at the top level

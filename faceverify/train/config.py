@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from ..errors import FaceverifyError
 
 MINERS = ("none", "batch_hard", "semihard", "hard", "all", "multi_similarity")
-LOSSES = ("triplet", "supcon", "distill")
+LOSSES = ("triplet", "supcon", "distill", "ntxent")
 RETIRED_KEYS = {"validation": ("batch_size",)}
 """Keys that configs no longer take (an error in a config file) but older checkpoints still record."""
 
@@ -35,7 +35,11 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """Batch augmentation on the training device; probabilities and ranges (0 switches one off)."""
+    """Batch augmentation on the training device; probabilities and ranges (0 switches one off). The
+    ``camera*`` and ``motion*`` keys are :mod:`~faceverify.train.camera`'s: ``camera`` is the probability that a
+    view goes through it, ``camera_grey`` that it turns infrared-like grey there; gamma, gain and downscale (the
+    fraction of the side kept) are ranges, ``camera_noise`` the largest Gaussian sigma in grey levels,
+    ``camera_jpeg`` a quality range, ``motion_length`` the longest blur in pixels."""
 
     flip: float = 0.5
     scale: float = 0.08
@@ -49,6 +53,15 @@ class AugmentConfig:
     blur_sigma: float = 1.5
     erase: float = 0.2
     erase_area: tuple[float, float] = (0.02, 0.15)
+    camera: float = 0.0
+    camera_grey: float = 0.7
+    camera_gamma: tuple[float, float] = (0.7, 2.0)
+    camera_gain: tuple[float, float] = (0.35, 1.0)
+    camera_downscale: tuple[float, float] = (0.25, 1.0)
+    camera_noise: float = 8.0
+    camera_jpeg: tuple[float, float] = (25.0, 90.0)
+    motion_blur: float = 0.2
+    motion_length: float = 7.0
 
 
 @dataclass
@@ -70,7 +83,8 @@ class LossConfig:
     """One weighted term: ``triplet`` (cosine margin, fed by the miner), ``supcon`` (all pairs, temperature) or
     ``distill`` (contrastive distillation from ``objective.teacher``: InfoNCE at ``temperature`` where each
     image's positive is the teacher's embedding of it and the other images' teacher embeddings are negatives,
-    plus the mean cosine distance to it)."""
+    plus the mean cosine distance to it) or ``ntxent`` (NT-Xent at ``temperature``: same-label pairs are the
+    positives, the rest of the batch and memory the negatives, less those at ``objective.false_negative_cos``)."""
 
     type: str = "triplet"
     weight: float = 1.0
@@ -81,7 +95,8 @@ class LossConfig:
 @dataclass
 class ObjectiveConfig:
     """Loss terms, the miner for the triplet term, an optional cross-batch memory (0 = none), and the teacher
-    model (a shipped model name) that ``distill`` terms learn from."""
+    model (a shipped model name) that ``distill`` terms learn from. ``false_negative_cos``: an ``ntxent``
+    negative pair at or above this cosine is left out (1.0: none is)."""
 
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
     teacher: str = ""
@@ -89,6 +104,7 @@ class ObjectiveConfig:
     miner_margin: float = 0.2
     ms_epsilon: float = 0.1
     memory_size: int = 0
+    false_negative_cos: float = 1.0
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_common
 
 from ..errors import FaceverifyError
+from .camera import CameraAugment
 from .config import AugmentConfig
 from .prepare import NO_FACE, UNREADABLE, FaceCache
 
@@ -120,8 +121,9 @@ class BatchAugment:
     """Face augmentation on a whole uint8 N x S x S x 3 batch with torch ops on its device.
 
     Geometry (one ``grid_sample``: mirror, zoom, shift, rotation), colour (brightness, contrast, saturation,
-    greyscale), Gaussian blur (per-sample kernels in one grouped convolution), normalisation with the model's
-    mean/std, then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
+    greyscale), Gaussian blur (per-sample kernels in one grouped convolution), the camera augmentations when
+    ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the model's mean/std,
+    then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
     """
 
     def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], generator: torch.Generator):
@@ -130,6 +132,7 @@ class BatchAugment:
         self.device = generator.device
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.camera = CameraAugment(cfg, generator) if cfg.camera > 0 else None
 
     def _u(self, n: int, lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=self.gen, device=self.device) * (hi - lo) + lo
@@ -150,6 +153,8 @@ class BatchAugment:
         x = self._colour(x, c)
         if c.blur > 0:
             x = self._blur(x, c)
+        if self.camera is not None:
+            x = self.camera(x)
         x = (x - self.mean) / self.std
         if c.erase > 0:
             x = self._erase(x, c, h, w)

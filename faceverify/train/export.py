@@ -82,9 +82,13 @@ def export_run(
     force: bool = False,
     notes: str = "",
     progress: Callable[[str], None] = lambda _msg: None,
+    calibrate: bool = True,
+    amend: Callable[[ModelCard], None] = lambda _card: None,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as model ``name`` (default: the run's name); returns the card path.
 
+    ``calibrate`` False leaves the card without thresholds (a model trained without labels: `faceverify
+    calibrate` must be run before it decides anything); ``amend`` may add to the card before it is saved.
     The weights file is removed again if the card cannot be completed: no weights without their card.
     """
     meta, weights = load_best(run_dir)
@@ -104,8 +108,13 @@ def export_run(
         card = _describe(meta, run_dir, name, weights_path, cache, notes)
         front = CachedFrontEnd(Embedder(card, network, pick_device(device)),
                                [cache, *(FaceCache(p) for p in extra_caches)])
-        progress("calibrating thresholds on the training cache")
-        card.thresholds, card.calibration = calibrate_on_cache(front, cache)
+        if calibrate:
+            progress("calibrating thresholds on the training cache")
+            card.thresholds, card.calibration = calibrate_on_cache(front, cache)
+        else:
+            card.calibration = dict(skipped="trained without identity labels: run `faceverify calibrate --model "
+                                            f"{name}` on labelled faces from the camera before using it")
+        amend(card)
         if lfw_root is not None:
             from ..eval.evaluate import evaluate_lfw
 

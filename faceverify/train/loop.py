@@ -85,11 +85,7 @@ class Trainer:
             weights=f"{cfg.name}.safetensors", weights_sha256="0" * 64,  # the real digest is written at export
         )
         self.images = TrainImages(self.cache, setup.input_size, cfg.data.include_no_face)
-        d = cfg.data
-        self.batches = IdentityBatches(
-            self.images.labels, d.batch_size, d.m_per_class, d.singletons_per_batch, cfg.seed,
-            self.dist.rank, self.dist.world_size, cfg.run.steps_per_epoch,
-        )
+        self.batches = self.plan_batches()
         self.channels_last = cfg.run.channels_last == "always" or (self.cuda and cfg.run.channels_last == "cuda")
         self.network = setup.network.to(self.device)
         if self.channels_last:
@@ -109,6 +105,14 @@ class Trainer:
         self.augment = BatchAugment(cfg.augment, tuple(setup.mean), tuple(setup.std), self.generator)
         self.state = LoopState()
         self.out = expand(cfg.run.out)
+
+    def plan_batches(self) -> IdentityBatches:
+        """The per-epoch batch plans: identity-balanced (a subclass may plan otherwise)."""
+        d = self.cfg.data
+        return IdentityBatches(
+            self.images.labels, d.batch_size, d.m_per_class, d.singletons_per_batch, self.cfg.seed,
+            self.dist.rank, self.dist.world_size, self.cfg.run.steps_per_epoch,
+        )
 
     # -- persistence -------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ statistics that make collapse visible.
 All similarities are cosine (``CosineSimilarity``), the measure `verify` decides on, so margins are in cosine
 units. The miner feeds the triplet term; the supervised-contrastive term uses every pair of the batch. With
 ``memory_size`` > 0 each term is wrapped in a ``CrossBatchMemory`` so that it also sees the embeddings of recent
-batches (the triplet term mining among them).
+batches (the triplet term mining among them). The ``ntxent`` term (NT-Xent / InfoNCE, for label-free adaptation,
+where a label is one face or one track) drops the negatives that look like the same person
+(:class:`FalseNegativeFilter`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
@@ -42,9 +45,29 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return F.cross_entropy(logits, target) + (1 - (z * teacher).sum(1)).mean()
 
 
+class FalseNegativeFilter(BaseMiner):
+    """Every positive pair, and the negative pairs whose cosine is below ``limit``: without labels, two faces of
+    one person in different tracks (a repeated visitor) are labelled apart, and pushing them apart would teach the
+    model to tell a person from themself; a pair the model already scores as the same person (``limit``: a
+    calibrated threshold) is therefore neither pulled together nor pushed apart."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit = limit
+
+    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor, ref_emb: torch.Tensor, ref_labels: torch.Tensor):
+        a1, p, a2, n = lmu.get_all_pairs_indices(labels, ref_labels)
+        with torch.no_grad():
+            cos = F.normalize(embeddings, dim=1) @ F.normalize(ref_emb, dim=1).T
+        keep = cos[a2, n] < self.limit
+        return a1, p, a2[keep], n[keep]
+
+
 def build_loss(cfg: LossConfig) -> nn.Module:
     if cfg.type == "triplet":
         return losses.TripletMarginLoss(margin=cfg.margin, distance=CosineSimilarity())
+    if cfg.type == "ntxent":
+        return losses.NTXentLoss(temperature=cfg.temperature, distance=CosineSimilarity())
     return losses.SupConLoss(temperature=cfg.temperature, distance=CosineSimilarity())
 
 
@@ -59,6 +82,7 @@ class Objective(nn.Module):
         self.kinds = [spec.type for spec in cfg.losses]
         triplet_margins = [spec.margin for spec in cfg.losses if spec.type == "triplet"]
         self.stat_margin = triplet_margins[0] if triplet_margins else cfg.miner_margin
+        self.negatives = FalseNegativeFilter(cfg.false_negative_cos)
         terms = []
         for spec in cfg.losses:
             if spec.type == "distill":
@@ -66,7 +90,7 @@ class Objective(nn.Module):
                 continue
             loss = build_loss(spec)
             if cfg.memory_size > 0:
-                miner = self.miner if spec.type == "triplet" else None
+                miner = {"triplet": self.miner, "ntxent": self.negatives}.get(spec.type)
                 loss = losses.CrossBatchMemory(loss, embedding_size, memory_size=cfg.memory_size, miner=miner)
             terms.append(loss)
         self.terms = nn.ModuleList(terms)
@@ -86,6 +110,8 @@ class Objective(nn.Module):
                 value = distillation_loss(embeddings, teacher, spec.temperature)
             elif isinstance(term, losses.CrossBatchMemory):
                 value = term(embeddings, labels)
+            elif kind == "ntxent":
+                value = term(embeddings, labels, self.negatives(embeddings, labels))
             else:
                 value = term(embeddings, labels, mined if kind == "triplet" else None)
             stats[f"loss_{kind}"] = float(value.detach())

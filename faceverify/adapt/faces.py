@@ -1,0 +1,49 @@
+"""The faces an adaptation learns from: image files and folders, detected and aligned once by the shipped
+front end into a face cache (as `faceverify prepare` does), each image its own group; no labels are read.
+
+Folders are searched recursively; the cache records each file by its path relative to the deepest folder that
+holds them all. Images without a face are left out of training (their centre-crop fallback teaches nothing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..embed import resolve_card
+from ..errors import BadInputError
+from ..images import list_images
+from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled_geometries
+
+DETECTOR = "yunet"
+"""The stills front end's detector, which the adapted model will meet in use."""
+
+
+def list_faces(sources: Sequence[str | Path]) -> Listing:
+    """The images of ``sources`` (files and folders) as a listing in which every image is its own group."""
+    files = [p.resolve() for p in list_images(list(sources))]
+    if not files:
+        raise BadInputError(sources[0] if sources else "--from", "no images found")
+    missing = next((p for p in files if not p.is_file()), None)
+    if missing is not None:
+        raise BadInputError(missing, "no such file")
+    root = Path(os.path.commonpath([p.parent for p in files]))
+    paths = [p.relative_to(root).as_posix() for p in files]
+    return Listing(root, paths, np.arange(len(paths), dtype=np.int64), paths)
+
+
+def prepare_faces(
+    sources: Sequence[str | Path], base: str, out: Path, progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> FaceCache:
+    """The face cache of ``sources`` at the input size and template of model ``base`` (resumable, reused when
+    complete)."""
+    card, _ = resolve_card(base)
+    listing = list_faces(sources)
+    geometries = scaled_geometries([card.input_size], base)
+    workers = default_workers() if workers is None else workers
+    return prepare(listing, out, geometries, "largest", workers, progress=progress, selection="unlabelled faces",
+                   detector_kind=DETECTOR)

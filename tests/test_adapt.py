@@ -1,0 +1,194 @@
+"""`faceverify adapt`: group batches and their positives, the false-negative filter, the camera augmentation, a
+short real adaptation of the shipped default on camera-like LFW faces (the loss falls, the anchor holds), and
+the exported model reloading to the same embeddings.
+
+The faces are real LFW images passed through tools/lfw_camera.py's camera transform; the network is the shipped
+default, trained for a few steps on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+from faceverify.adapt.faces import prepare_faces
+from faceverify.adapt.run import AdaptSettings, AdaptTrainer, GroupBatches, adapt_config
+from faceverify.cli import run as cli
+from faceverify.embed import Embedder
+from faceverify.pipeline import FacePipeline
+from faceverify.train.config import AugmentConfig
+from faceverify.train.data import BatchAugment
+from faceverify.train.objective import FalseNegativeFilter
+from faceverify.train.prepare import FaceCache
+from tools.lfw_camera import camera, image_rng
+
+PEOPLE = ["Aaron_Peirsol", "Adrien_Brody", "Al_Gore", "Alejandro_Toledo", "Ali_Naimi", "Amelie_Mauresmo",
+          "Andre_Agassi", "Andy_Roddick", "Angelina_Jolie", "Ann_Veneman", "Ariel_Sharon", "Arnold_Schwarzenegger"]
+UNTOUCHED = ["Bill_Clinton", "Bill_Gates", "Colin_Powell", "Donald_Rumsfeld", "Gloria_Macapagal_Arroyo", "Hugo_Chavez"]
+
+
+def embed_first_faces(embedder: Embedder, paths: list[Path]) -> np.ndarray:
+    """The embedding of the centre face of each image, through the shipped front end."""
+    return np.stack([r.faces[0].embedding for r in FacePipeline(embedder=embedder).process_paths(paths, "center")])
+
+
+def camera_faces(lfw_image, out: Path, people: list[str], per_person: int = 3) -> Path:
+    """Camera-domain copies of ``per_person`` LFW images of each of ``people`` in ``out`` (flat, no labels)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in people:
+        for i in range(1, per_person + 1):
+            rgb = cv2.cvtColor(cv2.imread(str(lfw_image(name, i))), cv2.COLOR_BGR2RGB)
+            grey = camera(rgb, image_rng(0, name))
+            cv2.imwrite(str(out / f"{name}_{i}.jpg"), grey, [cv2.IMWRITE_JPEG_QUALITY, 30])
+    return out
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory, lfw_image) -> FaceCache:
+    """The face cache of 36 camera-domain faces of 12 people, at the default model's geometry."""
+    base = tmp_path_factory.mktemp("adapt")
+    folder = camera_faces(lfw_image, base / "camera", PEOPLE)
+    return prepare_faces([folder], "edgeface-xxs", base / "cache", workers=0)
+
+
+def test_group_batches_take_two_faces_of_a_track_and_one_of_a_still():
+    labels = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 5])  # tracks 0, 2, 4; stills 1, 3, 5
+    plans = GroupBatches(labels, batch_size=9, seed=3)
+    assert plans.steps == 1
+    batch = plans.epoch(0)[0]
+    assert len(set(batch.tolist())) == 9  # two different frames of each track
+    assert np.bincount(labels[batch], minlength=6).tolist() == [2, 1, 2, 1, 2, 1]
+    assert np.array_equal(plans.epoch(0), GroupBatches(labels, 9, seed=3).epoch(0))  # resumable
+    assert not np.array_equal(plans.epoch(0), plans.epoch(1))
+
+
+def test_positives_are_the_two_views_and_the_same_group(faces):
+    settings = AdaptSettings(base="edgeface-xxs", name="t", out="unused", batch_size=8, memory_size=0, threads=2)
+    trainer = AdaptTrainer(adapt_config(settings, str(faces.dir)), echo=lambda _m: None)
+    crops, labels, teacher = trainer.batch(trainer.batches.epoch(0)[0])
+    assert crops.shape[0] == labels.shape[0] == teacher.shape[0] == 16
+    assert torch.equal(crops[:8], crops[8:]) and torch.equal(teacher[:8], teacher[8:])
+    views = trainer.augment(crops)
+    assert (views[:8] - views[8:]).abs().mean() > 0.05  # the same faces, two different views
+    a1, p, _, _ = lmu.get_all_pairs_indices(labels)
+    pairs = {(int(a), int(b)) for a, b in zip(a1, p)}
+    assert pairs == {(i, (i + 8) % 16) for i in range(16)}  # stills: each face's only positive is its other view
+    # frames of one track: same label, so every view of one is a positive of every view of the other
+    track = torch.tensor([0, 0, 1, 2] * 2)
+    a1, p, _, _ = lmu.get_all_pairs_indices(track)
+    assert {(int(a), int(b)) for a, b in zip(a1, p) if int(a) == 0} == {(0, 1), (0, 4), (0, 5)}
+
+
+def test_false_negative_filter_keeps_a_repeated_person_out_of_the_negatives(lfw_image):
+    embedder = Embedder.load("edgeface-xxs", "cpu")
+    paths = [lfw_image("George_W_Bush", 1), lfw_image("George_W_Bush", 2), lfw_image("Serena_Williams", 1),
+             lfw_image("Tony_Blair", 1)]
+    vectors = torch.from_numpy(embed_first_faces(embedder, paths))
+    limit = embedder.card.threshold_for(1e-3)
+    assert float(vectors[0] @ vectors[1]) >= limit  # the model already calls these two the same person
+    labels = torch.arange(4)  # but without labels they are two different faces
+    _, _, a2, n = FalseNegativeFilter(limit)(vectors, labels)
+    negatives = {(int(a), int(b)) for a, b in zip(a2, n)}
+    assert (0, 1) not in negatives and (1, 0) not in negatives
+    assert negatives == {(a, b) for a in range(4) for b in range(4) if a != b and {a, b} != {0, 1}}
+
+
+def test_camera_augmentation_darkens_greys_and_degrades(faces):
+    crops = torch.from_numpy(np.array(faces.crops(112)[:16]))
+    gen = torch.Generator()
+    gen.manual_seed(0)
+    cfg = AugmentConfig(flip=0, scale=0, shift=0, rotate=0, brightness=0, contrast=0, saturation=0, blur=0, erase=0,
+                        camera=1.0, camera_grey=1.0, camera_gain=(0.3, 0.4), camera_gamma=(1.5, 1.6),
+                        camera_downscale=(0.3, 0.35))
+    views = BatchAugment(cfg, (0, 0, 0), (1, 1, 1), gen)(crops)
+    plain = crops.permute(0, 3, 1, 2).float()
+    assert views.mean() < 0.6 * plain.mean()
+    assert (views[:, 0] - views[:, 1]).abs().mean() < 3  # grey (JPEG keeps channels nearly equal)
+    detail = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean() / x.mean()  # noqa: E731
+    assert detail(views) != detail(plain)
+    gen.manual_seed(0)
+    again = BatchAugment(cfg, (0, 0, 0), (1, 1, 1), gen)(crops)
+    assert torch.equal(views, again)  # seeded: a resumed run augments as an uninterrupted one
+
+
+def fixed_view_loss(trainer: AdaptTrainer) -> float:
+    """The NT-Xent loss of the network on two fixed augmented views of every face (the same draws each call)."""
+    items = np.arange(len(trainer.images))
+    crops, labels, teacher = trainer.batch(items)
+    trainer.generator.manual_seed(123)
+    with torch.no_grad():
+        _, stats = trainer.objective(trainer.network(trainer.augment(crops)), labels, teacher)
+    return stats["loss_ntxent"]
+
+
+def short_run(faces: FaceCache, out: Path, anchor_weight: float) -> tuple[AdaptTrainer, float, float]:
+    """16 steps of adaptation on the toy set: the trainer and the fixed-view loss before and after."""
+    settings = AdaptSettings(base="edgeface-xxs", name="t", out=str(out), epochs=8, batch_size=12, lr=1e-4,
+                             memory_size=0, anchor_weight=anchor_weight, threads=2)
+    cfg = adapt_config(settings, str(faces.dir))
+    cfg.optim.warmup_steps = 2
+    trainer = AdaptTrainer(cfg, echo=lambda _m: None)
+    before = fixed_view_loss(trainer)
+    trainer.run()
+    return trainer, before, fixed_view_loss(trainer)
+
+
+def test_short_adaptation_lowers_the_loss_and_the_anchor_holds(faces, lfw_image, tmp_path):
+    base = Embedder.load("edgeface-xxs", "cpu")
+    paths = [lfw_image(name, 1) for name in UNTOUCHED]  # ordinary faces the adaptation never saw
+    old = embed_first_faces(base, paths)
+    drift = {}
+    for weight in (4.0, 0.0):
+        trainer, before, after = short_run(faces, tmp_path / f"run-{weight}", weight)
+        assert after < 0.8 * before, (weight, before, after)
+        new = embed_first_faces(Embedder(base.card, trainer.network.eval(), torch.device("cpu")), paths)
+        drift[weight] = (old * new).sum(1)
+    anchored, free = drift[4.0], drift[0.0]
+    assert anchored.mean() > 0.88 and anchored.min() > 0.8, anchored
+    assert anchored.mean() > free.mean() + 0.03, (anchored, free)
+
+
+def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_image, tmp_path, capsys):
+    folder = Path(faces.meta["root"])
+    models = tmp_path / "models"
+    code = cli(["adapt", "--from", str(folder), "--out", "cam-test", "--model", "edgeface-xxs", "--epochs", "1",
+                "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
+                "--threads", "2"])
+    assert code == 0, capsys.readouterr()
+    card_path = models / "cam-test.json"
+    card = json.loads(card_path.read_text())
+    assert card["thresholds"] == {}
+    assert card["provenance"]["adapted_from"]["model"] == "edgeface-xxs"
+    assert card["provenance"]["unlabelled_faces"] == int((faces.status == 0).sum())
+    scores = card["evaluation"]["label_free"]
+    assert set(scores) >= {"base", "adapted", "anchor_cosine"} and 0 < scores["anchor_cosine"] <= 1
+    reloaded = Embedder.load(str(card_path), "cpu")
+    crops = np.array(faces.crops(112)[:6])
+    from safetensors.torch import load_file
+
+    from faceverify import networks
+
+    net = networks.build(card["architecture"], card["embedding_size"])
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    net.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+    direct = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
+    assert np.abs(reloaded.embed(crops) - direct).max() < 1e-5
+    assert np.abs(reloaded.embed(crops) - Embedder.load("edgeface-xxs", "cpu").embed(crops)).max() > 1e-4  # it moved
+    # uncalibrated: it refuses to decide until `faceverify calibrate` has run
+    img = str(lfw_image("Al_Gore", 1))
+    assert cli(["verify", img, img, "--model", str(card_path)]) == 2
+    assert "calibrat" in capsys.readouterr().err
+
+
+def test_adapt_refuses_missing_faces_with_one_line(tmp_path, capsys):
+    code = cli(["adapt", "--from", str(tmp_path / "nowhere.jpg"), "--out", "x", "--models-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere.jpg" in err[0]
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,123 @@
+"""Camera adaptation on LFW: the base model and its label-free adaptation, on normal and camera-domain LFW, in one run.
+
+    python tools/bench_adapt.py [--base edgeface-xxs] [--epochs 1] [--ordinary] [--adapted NAME] [--json]
+
+1. The camera-domain copy of LFW (tools/lfw_camera.py, seed 0) and YuNet face caches of its peopleDevTrain,
+   pairsDevTest and peopleDevTest images (`faceverify prepare`, once).
+2. `faceverify adapt` of the base on the camera-domain peopleDevTrain images, their labels never read (the faces
+   are handed over as a list of files). --ordinary adds the normal peopleDevTrain images to the unlabelled faces
+   (ordinary daytime faces, unpaired: nothing tells the adaptation which camera face is which normal one).
+   --adapted NAME skips this and measures a model adapted before.
+3. For each model, on each domain: pairsDevTest accuracy (threshold chosen on pairsDevTrain of the same domain),
+   AUC, and open-set identification of peopleDevTest (rank-1, DIR at FPIR 1%), from the same cached detections.
+
+The goal (issue 18): at least a third of the base model's gap between normal and camera-domain pairsDevTest
+accuracy closed, and at most 0.2 points lost on normal pairsDevTest. The base is the peer: the tool stops with an
+error unless its rows were measured in this run on every pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from faceverify.adapt.adaptation import adapt
+from faceverify.adapt.run import AdaptSettings
+from faceverify.embed import Embedder
+from faceverify.eval.evaluate import evaluate_identification, evaluate_lfw
+from faceverify.eval.pairs import lfw_image_dir, read_lfw_people
+from faceverify.train.prepare import (DEFAULT_SIZES, FaceCache, default_cache_root, list_lfw_pairs, list_lfw_people, prepare,
+                                      scaled_geometries)
+from faceverify.train.validate import CachedFrontEnd
+from tools.common import PeerFailed, lfw_root
+from tools.lfw_camera import default_out, write_camera_copy
+
+SELECTIONS = (("people", "peopleDevTrain"), ("pairs", "pairsDevTest"), ("people", "peopleDevTest"))
+
+
+def yunet_caches(root: Path, prefix: str, base: str) -> list[FaceCache]:
+    """The YuNet caches of ``root``'s DevTrain people, pairsDevTest and DevTest people (prepared when missing)."""
+    caches = []
+    for kind, stem in SELECTIONS:
+        out = default_cache_root() / f"{prefix}-{stem}-yunet"
+        if (out / "meta.json").exists() and FaceCache(out).complete:  # e.g. written by `faceverify prepare`
+            caches.append(FaceCache(out))
+            continue
+        listing = (list_lfw_people if kind == "people" else list_lfw_pairs)(lfw_image_dir(root), root / f"{stem}.txt")
+        caches.append(prepare(listing, out, scaled_geometries(DEFAULT_SIZES, base), workers=2,
+                              selection=f"{kind}:{stem}.txt", detector_kind="yunet"))
+    return caches
+
+
+def devtrain_files(root: Path) -> list[Path]:
+    images = lfw_image_dir(root)
+    return [images / name / f"{name}_{i:04d}.jpg" for name, count in read_lfw_people(root / "peopleDevTrain.txt")
+            for i in range(1, count + 1)]
+
+
+def measure(model: str, root: Path, caches: list[FaceCache]) -> dict:
+    front = CachedFrontEnd(Embedder.load(model, "cpu"), caches)
+    test = evaluate_lfw(front, root, "devtest")
+    ident = evaluate_identification(front, root)
+    return dict(devtest=test["accuracy"], auc=test["auc"], pairs=test["pairs"], no_face=test["no_face"],
+                rank1=ident["rank1"], dir_1=ident["dir_at_fpir"]["1e-2"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lfw", type=Path, default=None)
+    ap.add_argument("--base", default="edgeface-xxs")
+    ap.add_argument("--adapted", default=None, help="measure this adapted model instead of adapting now")
+    ap.add_argument("--name", default="bench-adapt-camera", help="name of the model adapted now")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--anchor-weight", type=float, default=4.0)
+    ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images, unlabelled, unpaired")
+    ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    normal = lfw_root(args.lfw)
+    camera = default_out(0)
+    write_camera_copy(normal, camera, 0)
+    domains = {"normal": (normal, yunet_caches(normal, "lfw", args.base)),
+               "camera": (camera, yunet_caches(camera, "cam", args.base))}
+    adapted = args.adapted
+    seconds = None
+    if adapted is None:
+        sources = devtrain_files(camera) + (devtrain_files(normal) if args.ordinary else [])
+        settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
+                                 lr=args.lr, anchor_weight=args.anchor_weight, threads=args.threads)
+        start = time.perf_counter()
+        card = adapt(sources, settings, args.models_dir, force=True, echo=lambda _m: None)
+        seconds, adapted = time.perf_counter() - start, str(card)
+    rows = {(m, d): measure(m, root, caches) for m in (args.base, adapted) for d, (root, caches) in domains.items()}
+    for d in domains:
+        peer = rows[args.base, d]
+        if peer["pairs"] != rows[adapted, d]["pairs"] or not 0.5 < peer["devtest"] <= 1:
+            raise PeerFailed(args.base, f"{d}: {peer['pairs']} pairs at {peer['devtest']:.3f} accuracy")
+    gap = rows[args.base, "normal"]["devtest"] - rows[args.base, "camera"]["devtest"]
+    gain = rows[adapted, "camera"]["devtest"] - rows[args.base, "camera"]["devtest"]
+    lost = rows[args.base, "normal"]["devtest"] - rows[adapted, "normal"]["devtest"]
+    summary = dict(gap=gap, gain=gain, gap_closed=gain / gap if gap > 0 else None, normal_lost=lost,
+                   goal_met=gap > 0 and gain >= gap / 3 and lost <= 0.002, adapt_seconds=seconds,
+                   ordinary=args.ordinary, epochs=args.epochs)
+    if args.json:
+        print(json.dumps(dict(rows={f"{m}|{d}": r for (m, d), r in rows.items()}, summary=summary)))
+        return 0
+    print("| model | domain | pairsDevTest | AUC | rank-1 | DIR@FPIR=1% |\n| --- | --- | --- | --- | --- | --- |")
+    for (m, d), r in rows.items():
+        print(f"| {Path(m).stem} | {d} | {100 * r['devtest']:.2f}% | {r['auc']:.4f} | {100 * r['rank1']:.2f}% | "
+              f"{100 * r['dir_1']:.2f}% |")
+    print(f"gap {100 * gap:.2f} points; camera gain {100 * gain:+.2f} ({summary['gap_closed'] or 0:.0%} of the gap); "
+          f"normal lost {100 * lost:.2f}; goal {'met' if summary['goal_met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
