@@ -192,3 +192,27 @@ def test_adapt_refuses_missing_faces_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere.jpg" in err[0]
     assert not list(tmp_path.iterdir())
+
+
+def test_gallery_faces_are_written_without_names_and_follow_forgetting(lfw_image, tmp_path):
+    from faceverify.adapt.faces import gallery_faces, list_faces
+    from faceverify.gallery import open_gallery
+
+    db = tmp_path / "g.sqlite"
+    for name in ("Al_Gore", "Andre_Agassi"):
+        assert cli(["enroll", name, str(lfw_image(name, 1)), str(lfw_image(name, 2)), "--gallery", str(db)]) == 0
+    folder = tmp_path / "faces"
+
+    def written() -> tuple[int, list[Path]]:
+        with open_gallery(db, None, None) as gallery:
+            count = gallery_faces(gallery, folder)
+        return count, sorted(folder.glob("*.jpg"))
+
+    count, files = written()
+    assert count == len(files) == 4
+    listing = list_faces([folder])
+    assert len(set(listing.labels.tolist())) == 4  # each face its own group: no names read or written
+    assert not any("Gore" in p or "Agassi" in p for p in listing.paths)
+    assert cli(["gallery", "remove", "Al_Gore", "--gallery", str(db)]) == 0
+    count, after = written()
+    assert count == len(after) == 2 and set(after) < set(files)  # the forgotten person's faces are gone

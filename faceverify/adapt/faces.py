@@ -1,5 +1,6 @@
-"""The faces an adaptation learns from: image files and folders, detected and aligned once by the shipped
-front end into a face cache (as `faceverify prepare` does), each image its own group; no labels are read.
+"""The faces an adaptation learns from: image files and folders, and the faces a gallery kept at enrolment
+(:func:`gallery_faces`), detected and aligned once by the shipped front end into a face cache (as `faceverify
+prepare` does), each image its own group; no labels are read (a gallery's crops are written without names).
 
 Folders are searched recursively; the cache records each file by its path relative to the deepest folder that
 holds them all. Images without a face are left out of training (their centre-crop fallback teaches nothing).
@@ -13,13 +14,35 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .._util import sha256_bytes, write_atomic
 from ..embed import resolve_card
 from ..errors import BadInputError
+from ..gallery import Gallery
 from ..images import list_images
 from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled_geometries
 
 DETECTOR = "yunet"
 """The stills front end's detector, which the adapted model will meet in use."""
+
+
+def gallery_faces(gallery: Gallery, folder: Path) -> int:
+    """Write every face ``gallery`` kept at enrolment into ``folder`` as ``<sha256 prefix>.jpg`` (the JPEG with
+    margin it stored; no identity name); returns how many it holds. Enrolments without a kept face are skipped,
+    and faces written before whose enrolment is gone (a person forgotten since) are deleted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    kept: set[str] = set()
+    for _, _, meta in gallery.iter_vectors(faces=True):
+        crop = meta["face"]
+        if crop is None:
+            continue
+        target = folder / f"{sha256_bytes(crop.image)[:20]}.jpg"
+        if not target.exists():
+            write_atomic(target, crop.image)
+        kept.add(target.name)
+    for stale in folder.glob("*.jpg"):
+        if stale.name not in kept:
+            stale.unlink()
+    return len(kept)
 
 
 def list_faces(sources: Sequence[str | Path]) -> Listing:

@@ -160,7 +160,8 @@ def export_model(
 
 @train_app.command()
 def adapt(
-    sources: List[Path] = typer.Option(..., "--from", help="Unlabelled face images or folders of them (repeatable)."),
+    sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images or folders of them (repeatable)."),
+    from_gallery: Optional[str] = typer.Option(None, "--from-gallery", help="Also the faces a gallery (file or postgresql:// URL) kept at enrolment, without their names."),
     out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),
     epochs: int = typer.Option(3, "--epochs", help="Passes over the faces."),
@@ -182,13 +183,33 @@ def adapt(
     from ..embed import resolve_card
 
     base = model or resolve_card(None)[0].name
+    faces: list[Path] = list(sources or [])
+    if from_gallery is not None:
+        faces.append(_gallery_face_folder(from_gallery))
+    if not faces:
+        raise FaceverifyError("give the faces to adapt to: --from FILES/FOLDERS and/or --from-gallery GALLERY")
     settings = AdaptSettings(base=base, name=out, out=str(run or Path("runs") / f"adapt-{out}"), epochs=epochs,
                              batch_size=batch_size, lr=lr, temperature=temperature, memory_size=memory,
                              anchor_weight=anchor, device=device, threads=threads)
     with ExitStack() as bars:
-        card = run_adapt(sources, settings, models, resume, force, typer.echo, _epoch_bars(bars))
+        card = run_adapt(faces, settings, models, resume, force, typer.echo, _epoch_bars(bars))
     typer.echo(f"wrote {card}: uncalibrated; run `faceverify calibrate --model {out}` on labelled faces from this "
                "camera before using it")
+
+
+def _gallery_face_folder(location: str) -> Path:
+    """The kept faces of the gallery at ``location``, written (once) under the user cache dir for `adapt`."""
+    import hashlib
+
+    from ..adapt.faces import gallery_faces
+    from ..train.prepare import default_cache_root
+    from .core import _open_existing_gallery
+
+    folder = default_cache_root() / f"gallery-faces-{hashlib.sha256(location.encode()).hexdigest()[:16]}"
+    with _open_existing_gallery(location) as gallery:
+        if gallery_faces(gallery, folder) == 0:
+            raise FaceverifyError(f"{location}: the gallery kept no faces (enrolled with --no-keep-faces)")
+    return folder
 
 
 app.add_typer(train_app)  # prepare, train, export-model at the top level
