@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="bench-adapt-camera", help="name of the model adapted now")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--anchor-weight", type=float, default=4.0)
+    ap.add_argument("--anchor-weight", type=float, default=8.0)
     ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images, unlabelled, unpaired")
     ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
     ap.add_argument("--threads", type=int, default=2)

@@ -42,12 +42,12 @@ class AdaptSettings:
     base: str
     name: str
     out: str
-    epochs: int = 3
+    epochs: int = 1
     batch_size: int = 64
     lr: float = 5e-5
     temperature: float = 0.1
     memory_size: int = 4096
-    anchor_weight: float = 4.0
+    anchor_weight: float = 8.0
     camera: float = 0.8
     device: str = "auto"
     threads: int = 0
