@@ -17,10 +17,11 @@ import pytest
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from faceverify.adapt.faces import prepare_faces
+from faceverify.adapt.adaptation import adapt_cache_dir
+from faceverify.adapt.faces import list_faces, prepare_faces
 from faceverify.adapt.run import AdaptSettings, AdaptTrainer, GroupBatches, adapt_config
 from faceverify.cli import run as cli
-from faceverify.embed import Embedder
+from faceverify.embed import Embedder, resolve_card
 from faceverify.pipeline import FacePipeline
 from faceverify.train.config import AugmentConfig
 from faceverify.train.data import BatchAugment
@@ -154,7 +155,21 @@ def test_short_adaptation_lowers_the_loss_and_the_anchor_holds(faces, lfw_image,
     assert anchored.mean() > free.mean() + 0.03, (anchored, free)
 
 
-def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_image, tmp_path, capsys):
+def test_identical_folders_in_two_places_get_their_own_face_caches(faces, tmp_path):
+    import shutil
+
+    card, _ = resolve_card("edgeface-xxs")
+    folder = Path(faces.meta["root"])
+    copy = shutil.copytree(folder, tmp_path / "copy")
+    here, there = adapt_cache_dir(list_faces([folder]), card), adapt_cache_dir(list_faces([copy]), card)
+    assert list_faces([folder]).digest() == list_faces([copy]).digest()
+    assert here != there and here == adapt_cache_dir(list_faces([folder]), card)
+    other, _ = resolve_card("dlib-resnet-v1")
+    assert adapt_cache_dir(list_faces([folder]), other) != here
+
+
+def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_image, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FACEVERIFY_CACHE", str(tmp_path / "user-cache"))
     folder = Path(faces.meta["root"])
     models = tmp_path / "models"
     code = cli(["adapt", "--from", str(folder), "--out", "cam-test", "--model", "edgeface-xxs", "--epochs", "1",

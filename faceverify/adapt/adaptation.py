@@ -15,13 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._util import sha256_bytes
 from ..embed import Embedder, models_dir, resolve_card
 from ..errors import FaceverifyError
 from ..modelcard import ModelCard
 from ..train.data import BatchAugment
 from ..train.export import export_run
 from ..train.loop import Progress
-from ..train.prepare import default_cache_root
+from ..train.prepare import Listing, default_cache_root
 from .faces import list_faces, prepare_faces
 from .run import AdaptSettings, AdaptTrainer, adapt_config
 
@@ -59,6 +60,13 @@ def label_free_scores(trainer: AdaptTrainer, base: torch.nn.Module, count: int =
     return out
 
 
+def adapt_cache_dir(listing: Listing, card: ModelCard) -> Path:
+    """Where the faces of ``listing`` aligned for ``card`` are cached: one directory per folder (by its resolved
+    path, so an identical copy elsewhere never collides with it), file list and crop geometry."""
+    key = json.dumps([str(listing.root.resolve()), listing.digest(), card.input_size, card.template])
+    return default_cache_root() / f"adapt-{sha256_bytes(key.encode())[:16]}-{card.input_size}"
+
+
 def adapt(
     sources: Sequence[str | Path],
     settings: AdaptSettings,
@@ -74,7 +82,7 @@ def adapt(
     if target.exists() and not force:  # before hours of training, not after
         raise FaceverifyError(f"{target} exists: choose another --out or pass --force")
     listing = list_faces(sources)
-    cache_dir = default_cache_root() / f"adapt-{listing.digest()[:16]}-{card.input_size}"
+    cache_dir = adapt_cache_dir(listing, card)
     echo(f"gathering the faces of {len(listing.paths)} images into {cache_dir} (once; later runs reuse it)")
     cache = prepare_faces(sources, settings.base, cache_dir)
     cfg = adapt_config(settings, str(cache.dir))
