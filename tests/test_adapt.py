@@ -55,7 +55,7 @@ def faces(tmp_path_factory, lfw_image) -> FaceCache:
     """The face cache of 36 camera-domain faces of 12 people, at the default model's geometry."""
     base = tmp_path_factory.mktemp("adapt")
     folder = camera_faces(lfw_image, base / "camera", PEOPLE)
-    return prepare_faces([folder], "edgeface-xxs", base / "cache", workers=0)
+    return prepare_faces(list_faces([folder]), "edgeface-xxs", base / "cache", workers=0)
 
 
 def test_group_batches_take_two_faces_of_a_track_and_one_of_a_still():
@@ -168,11 +168,19 @@ def test_identical_folders_in_two_places_get_their_own_face_caches(faces, tmp_pa
     assert adapt_cache_dir(list_faces([folder]), other) != here
 
 
-def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_image, tmp_path, capsys, monkeypatch):
+def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_image, lfw_root, tmp_path, capsys,
+                                                                  monkeypatch):
+    from faceverify.adapt.video import track_faces
+    from faceverify.api import FaceVerifier
+    from tools.video_cases import make_case
+
     monkeypatch.setenv("FACEVERIFY_CACHE", str(tmp_path / "user-cache"))
     folder = Path(faces.meta["root"])
+    video = tmp_path / "door.mp4"
+    make_case("cuts", lfw_root, video, 2, FaceVerifier("edgeface-xxs").pipeline.detector, distractors=0, frames=90)
     models = tmp_path / "models"
-    code = cli(["adapt", "--from", str(folder), "--out", "cam-test", "--model", "edgeface-xxs", "--epochs", "1",
+    code = cli(["adapt", "--from", str(folder), "--from", str(video), "--out", "cam-test", "--model", "edgeface-xxs",
+                "--epochs", "1",
                 "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
                 "--threads", "2"])
     assert code == 0, capsys.readouterr()
@@ -180,7 +188,11 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     card = json.loads(card_path.read_text())
     assert card["thresholds"] == {}
     assert card["provenance"]["adapted_from"]["model"] == "edgeface-xxs"
-    assert card["provenance"]["unlabelled_faces"] == int((faces.status == 0).sum())
+    tracks = track_faces(FaceVerifier("edgeface-xxs"), video)  # written by the run: read back, not made again
+    track_images = sum(len(list(t.glob("*.jpg"))) for t in tracks)
+    assert card["provenance"]["video_tracks"] == len(tracks) >= 2
+    assert card["provenance"]["images"] == len(faces.paths) + track_images
+    assert card["provenance"]["unlabelled_faces"] > int((faces.status == 0).sum())
     scores = card["evaluation"]["label_free"]
     assert set(scores) >= {"base", "adapted", "anchor_cosine"} and 0 < scores["anchor_cosine"] <= 1
     reloaded = Embedder.load(str(card_path), "cpu")
@@ -201,12 +213,20 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     assert "calibrat" in capsys.readouterr().err
 
 
-def test_adapt_refuses_missing_faces_with_one_line(tmp_path, capsys):
-    code = cli(["adapt", "--from", str(tmp_path / "nowhere.jpg"), "--out", "x", "--models-dir", str(tmp_path)])
+@pytest.mark.parametrize("name, content", [("nowhere.jpg", None), ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" * 50)])
+def test_adapt_refuses_missing_or_unreadable_faces_with_one_line(name, content, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FACEVERIFY_CACHE", str(tmp_path / "cache"))
+    given = tmp_path / "given"
+    given.mkdir()
+    if content is not None:
+        (given / name).write_bytes(content)
+    code = cli(["adapt", "--from", str(given / name), "--out", "x", "--models-dir", str(tmp_path / "models"),
+                "--model", "edgeface-xxs"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "nowhere.jpg" in err[0]
-    assert not list(tmp_path.iterdir())
+    assert len(err) == 1 and name in err[0], err
+    assert [p.name for p in tmp_path.iterdir()] == ["given"] and [p.name for p in given.iterdir()] == (
+        [name] if content else [])
 
 
 def test_gallery_faces_are_written_without_names_and_follow_forgetting(lfw_image, tmp_path):
@@ -231,3 +251,47 @@ def test_gallery_faces_are_written_without_names_and_follow_forgetting(lfw_image
     assert cli(["gallery", "remove", "Al_Gore", "--gallery", str(db)]) == 0
     count, after = written()
     assert count == len(after) == 2 and set(after) < set(files)  # the forgotten person's faces are gone
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+@pytest.mark.parametrize("case, frames", [("swap", 190), ("cross", 150)])
+def test_video_tracks_are_groups_of_one_person_each(case, frames, tmp_path, lfw_root, monkeypatch):
+    """People swapping places and crossing: every face written for a track is of that track's one person (by
+    the generated video's ground-truth boxes; a face the truth calls covered cannot be judged, at most one per
+    track), and each track's faces are one group of the listing."""
+    from faceverify.adapt.video import track_faces
+    from faceverify.api import FaceVerifier
+    from tools.video_cases import make_case
+
+    monkeypatch.setenv("FACEVERIFY_CACHE", str(tmp_path / "cache"))
+    verifier = FaceVerifier("edgeface-xxs", threads=2)
+    video = tmp_path / f"{case}.mp4"
+    truth = json.loads(make_case(case, lfw_root, video, 1, verifier.pipeline.detector, distractors=3,
+                                 frames=frames).read_text())
+    folders = track_faces(verifier, video)
+    written = json.loads((folders[0].parent / "tracks.json").read_text())["tracks"]
+    people_of_track = {}
+    for folder in folders:
+        faces = written[folder.name]
+        assert sorted(p.name for p in folder.glob("*.jpg")) == [f"{frame:06d}.jpg" for frame, _ in faces]
+        people, unjudged = set(), 0
+        for frame, box in faces:
+            hits = [p["name"] for p in truth["people"]
+                    if str(frame) in p["boxes"] and _iou(p["boxes"][str(frame)], box) > 0.4]
+            assert len(hits) <= 1, (folder.name, frame, hits)
+            people.update(hits)
+            unjudged += not hits  # the ground truth drops a face more than half covered by someone in front
+        assert len(people) == 1 and unjudged <= 1, (folder.name, people, unjudged)
+        people_of_track[folder.name] = people.pop()
+    assert len(set(people_of_track.values())) >= 2  # both people of the case were followed
+    assert sum(len(written[f.name]) >= 2 for f in folders) >= 2  # tracks with same-track positives
+    listing = list_faces([], folders)
+    sizes = np.bincount(listing.labels)
+    assert list(sizes) == [len(written[f.name]) for f in folders]
+    assert track_faces(verifier, video) == folders  # written once, then reused

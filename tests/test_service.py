@@ -447,17 +447,18 @@ def test_model_work_does_not_stall_the_event_loop(service, lfw_image):
 
     def enrol() -> None:
         with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as c:
-            paths = [lfw_image("George_W_Bush", i) for i in range(1, 9)]
+            paths = [lfw_image("George_W_Bush", i) for i in range(1, 25)]
             assert c.post("/v1/identities/Busy Person/faces", files=files("images", paths)).status_code == 200
         done["enrol"] = time.monotonic()
 
     worker = threading.Thread(target=enrol)
     worker.start()
-    time.sleep(0.05)  # the eight images are being decoded and embedded
+    time.sleep(0.05)  # the 24 images are being decoded and embedded
     answers = 0
-    while "enrol" not in done and answers < 1000:
-        assert httpx.get(service.url + "/v1/health", timeout=10).status_code == 200
-        answers += 1
+    with httpx.Client(base_url=service.url, timeout=10) as health:
+        while "enrol" not in done and answers < 1000:
+            assert health.get("/v1/health").status_code == 200
+            answers += 1
     worker.join(60)
     assert answers >= 2  # the loop kept answering while the model worked
     service.client.delete("/v1/identities/Busy Person")

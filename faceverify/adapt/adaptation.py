@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .._util import sha256_bytes
+from ..api import FaceVerifier
 from ..embed import Embedder, models_dir, resolve_card
 from ..errors import FaceverifyError
 from ..modelcard import ModelCard
@@ -23,7 +24,8 @@ from ..train.data import BatchAugment
 from ..train.export import export_run
 from ..train.loop import Progress
 from ..train.prepare import Listing, default_cache_root
-from .faces import list_faces, prepare_faces
+from .faces import list_faces, prepare_faces, video_sources
+from .video import track_faces
 from .run import AdaptSettings, AdaptTrainer, adapt_config
 
 SCORE_FACES = 512
@@ -81,10 +83,16 @@ def adapt(
     target = (models or models_dir()) / f"{settings.name}.json"
     if target.exists() and not force:  # before hours of training, not after
         raise FaceverifyError(f"{target} exists: choose another --out or pass --force")
-    listing = list_faces(sources)
+    tracks: list[Path] = []
+    videos = video_sources(sources)
+    tracker = FaceVerifier(settings.base, threads=settings.threads or None) if videos else None
+    for video in videos:
+        echo(f"following the faces of {video} (once; later runs reuse them)")
+        tracks += track_faces(tracker, video)
+    listing = list_faces(sources, tracks)
     cache_dir = adapt_cache_dir(listing, card)
     echo(f"gathering the faces of {len(listing.paths)} images into {cache_dir} (once; later runs reuse it)")
-    cache = prepare_faces(sources, settings.base, cache_dir)
+    cache = prepare_faces(listing, settings.base, cache_dir)
     cfg = adapt_config(settings, str(cache.dir))
     trainer = AdaptTrainer(cfg, echo=echo)
     if resume and trainer.resume():
@@ -101,7 +109,7 @@ def adapt(
             trained_by="faceverify adapt (self-supervised, no identity labels)",
             adapted_from=dict(model=settings.base, model_id=card.model_id),
             unlabelled_faces=faces, images=len(listing.paths), no_face=int(len(listing.paths) - faces),
-            sources=[str(Path(s)) for s in sources][:20],
+            sources=[str(Path(s)) for s in sources][:20], videos=len(videos), video_tracks=len(tracks),
         )
         new.evaluation["label_free"] = scores
 

@@ -1,6 +1,7 @@
 """The faces an adaptation learns from: image files and folders, and the faces a gallery kept at enrolment
 (:func:`gallery_faces`), detected and aligned once by the shipped front end into a face cache (as `faceverify
 prepare` does), each image its own group; no labels are read (a gallery's crops are written without names).
+Video files become the faces of their tracks (:mod:`.video`), each track one group.
 
 Folders are searched recursively; the cache records each file by its path relative to the deepest folder that
 holds them all. Images without a face are left out of training (their centre-crop fallback teaches nothing).
@@ -19,6 +20,7 @@ from ..embed import resolve_card
 from ..errors import BadInputError
 from ..gallery import Gallery
 from ..images import list_images
+from .video import is_video
 from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled_geometries
 
 DETECTOR = "yunet"
@@ -45,9 +47,16 @@ def gallery_faces(gallery: Gallery, folder: Path) -> int:
     return len(kept)
 
 
-def list_faces(sources: Sequence[str | Path]) -> Listing:
-    """The images of ``sources`` (files and folders) as a listing in which every image is its own group."""
-    files = [p.resolve() for p in list_images(list(sources))]
+def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = ()) -> Listing:
+    """The images of ``sources`` (files and folders) as a listing in which every image is its own group, and
+    those of each folder in ``tracks`` (a video track's faces, :mod:`.video`) one group per folder."""
+    files = [p.resolve() for p in list_images([s for s in sources if not is_video(Path(s))])]
+    groups = list(range(len(files)))
+    for track in tracks:
+        faces = [p.resolve() for p in list_images([track])]
+        if faces:
+            groups += [groups[-1] + 1 if groups else 0] * len(faces)
+            files += faces
     if not files:
         raise BadInputError(sources[0] if sources else "--from", "no images found")
     missing = next((p for p in files if not p.is_file()), None)
@@ -55,18 +64,29 @@ def list_faces(sources: Sequence[str | Path]) -> Listing:
         raise BadInputError(missing, "no such file")
     root = Path(os.path.commonpath([p.parent for p in files]))
     paths = [p.relative_to(root).as_posix() for p in files]
-    return Listing(root, paths, np.arange(len(paths), dtype=np.int64), paths)
+    labels = np.asarray(groups, np.int64)  # 0, 1, ... in order: each group named by its first face
+    firsts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    return Listing(root, paths, labels, [paths[i] for i in firsts])
+
+
+def video_sources(sources: Sequence[str | Path]) -> list[Path]:
+    """The video files among ``sources`` and inside its folders (recursively, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, sources):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_video(f)))
+        elif is_video(p):
+            out.append(p)
+    return out
 
 
 def prepare_faces(
-    sources: Sequence[str | Path], base: str, out: Path, progress: Callable[[int], None] | None = None,
+    listing: Listing, base: str, out: Path, progress: Callable[[int], None] | None = None,
     workers: int | None = None,
 ) -> FaceCache:
-    """The face cache of ``sources`` at the input size and template of model ``base`` (resumable, reused when
-    complete)."""
-    card, _ = resolve_card(base)
-    listing = list_faces(sources)
-    geometries = scaled_geometries([card.input_size], base)
+    """The face cache of ``listing`` (:func:`list_faces`) at the input size and template of model ``base``
+    (resumable, reused when complete)."""
+    geometries = scaled_geometries([resolve_card(base)[0].input_size], base)
     workers = default_workers() if workers is None else workers
     return prepare(listing, out, geometries, "largest", workers, progress=progress, selection="unlabelled faces",
                    detector_kind=DETECTOR)

@@ -160,7 +160,7 @@ def export_model(
 
 @train_app.command()
 def adapt(
-    sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images or folders of them (repeatable)."),
+    sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images, video files (each track's faces are one person) or folders of them (repeatable)."),
     from_gallery: Optional[str] = typer.Option(None, "--from-gallery", help="Also the faces a gallery (file or postgresql:// URL) kept at enrolment, without their names."),
     out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),

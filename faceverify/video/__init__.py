@@ -7,14 +7,15 @@ loop (``VideoIdentifier(verifier, gallery).run(source)`` is the API); ``render``
 """
 
 from .render import Display, draw_events, open_video_writer
-from .results import EndReason, FrameResult, Status, TrackEnd, TrackEvent, TrackSummary, VideoSummary
+from .results import (CheckedFace, EndReason, FrameResult, Status, TrackEnd, TrackEvent, TrackSummary,
+                      VideoSummary)
 from .run import VideoIdentifier, VideoRun
 from .settings import VideoSettings
 from .source import DEFAULT_FPS, FrameSource
 from .stream import identify_stream
 
 __all__ = [
-    "DEFAULT_FPS", "Display", "EndReason", "FrameResult", "FrameSource", "Status", "TrackEnd", "TrackEvent",
-    "TrackSummary", "VideoIdentifier", "VideoRun", "VideoSettings", "VideoSummary", "draw_events",
+    "CheckedFace", "DEFAULT_FPS", "Display", "EndReason", "FrameResult", "FrameSource", "Status", "TrackEnd",
+    "TrackEvent", "TrackSummary", "VideoIdentifier", "VideoRun", "VideoSettings", "VideoSummary", "draw_events",
     "identify_stream", "open_video_writer",
 ]

@@ -62,8 +62,21 @@ class TrackEnd:
 
 
 @dataclass
+class CheckedFace:
+    """A face of a track that passed the track's identity checks in this frame (the track's first face, or one
+    that matched its template; fully in frame, not overlapping another face): its box and 5 landmarks in frame
+    pixels, and its quality."""
+
+    track: int
+    box: list[float]
+    landmarks: np.ndarray
+    quality: float
+
+
+@dataclass
 class FrameResult:
-    """One processed frame: its index in the source, time, the BGR image, the tracks in it and those that ended."""
+    """One processed frame: its index in the source, time, the BGR image, the tracks in it, those that ended, and
+    the faces in it that passed their track's identity checks."""
 
     frame: int
     time: float
@@ -72,6 +85,7 @@ class FrameResult:
     detected: bool
     ended: list[TrackEnd] = field(default_factory=list)
     scene_change: bool = False
+    checked: list[CheckedFace] = field(default_factory=list)
 
 
 @dataclass

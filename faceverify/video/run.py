@@ -23,7 +23,8 @@ from ..detect import Face
 from ..gallery import Gallery
 from ..quality import face_quality
 from .identity import TrackIdentity
-from .results import EndReason, FrameResult, TrackEnd, TrackEvent, TrackSummary, VideoSummary, box_list
+from .results import (EndReason, FrameResult, TrackEnd, TrackEvent, CheckedFace, TrackSummary, VideoSummary,
+                      box_list)
 from .scene import SceneWatch
 from .settings import VideoSettings
 from .source import FrameSource
@@ -31,28 +32,32 @@ from .tracking import DetectionSchedule, Track, Tracker, iou_matrix, visible_fra
 
 
 class VideoIdentifier:
-    """Names the people in a video against a gallery, one checked label per tracked face."""
+    """Names the people in a video against a gallery, one checked label per tracked face; without a gallery,
+    tracks only (every identity check made, nobody named: the faces of a track for `adapt`)."""
 
     def __init__(
         self,
         verifier: FaceVerifier,
-        gallery: Gallery,
+        gallery: Gallery | None,
         far: float | None = None,
         threshold: float | None = None,
         settings: VideoSettings | None = None,
         fpir: float | None = None,
     ):
-        gallery.require_entries()
         self.verifier = verifier
         self.gallery = gallery
         self.settings = settings or VideoSettings()
-        # a track is judged on up to max_samples samples: as many looks at one person for the FPIR bound
-        self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples,
-                                                   match=self.settings.match)
+        if gallery is None:
+            self.point = verifier.operating_point(far, threshold)
+        else:
+            gallery.require_entries()
+            # a track is judged on up to max_samples samples: as many looks at one person for the FPIR bound
+            self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples,
+                                                       match=self.settings.match)
+            gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # the index, before frame one
         self.recheck = operating_point(verifier.card, far=self.settings.recheck_far).threshold
         card = verifier.card  # the margin in decades of FAR: the similarity between the card's 1e-2 and 1e-3 points
         self.margin = self.settings.margin * (card.threshold_for(1e-3) - card.threshold_for(1e-2))
-        gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # build the index before frame one
 
     def run(self, source: str | int, realtime: bool = False) -> "VideoRun":
         """Open ``source`` (camera index, file or URL; BadInputError if it cannot be read) and return the run:
@@ -76,6 +81,7 @@ class VideoRun:
         self.schedule = DetectionSchedule(s.min_interval, s.max_interval)
         self.scene = SceneWatch(s.cut_correlation, s.cut_brightness, s.max_gap)
         self.identities: dict[int, TrackIdentity] = {}
+        self.checked: list[CheckedFace] = []  # of the current frame
         self.spans: dict[int, list[int]] = {}
         self.endings: dict[int, EndReason] = {}
         self.frames = self.detections = self.embeddings = self.scene_changes = self.breaks = 0
@@ -132,6 +138,7 @@ class VideoRun:
         self, index: int, stamp: float, image: np.ndarray, gray: np.ndarray, prev_gray: np.ndarray | None
     ) -> FrameResult:
         ended: list[TrackEnd] = []
+        self.checked = []
         t0 = time.perf_counter()
         cut = self.scene.check(gray, stamp)
         if cut is not None:
@@ -157,7 +164,7 @@ class VideoRun:
             ident = self.identities[t.id]
             status, name = ident.shown
             events.append(TrackEvent(index, stamp, t.id, name, ident.score, box_list(t.box), status, t.id in changed))
-        return FrameResult(index, stamp, image, events, detected, ended, cut is not None)
+        return FrameResult(index, stamp, image, events, detected, ended, cut is not None, self.checked)
 
     def _finish(self, tracks: list[Track], reason: EndReason, index: int, stamp: float,
                 forget: bool = True) -> list[TrackEnd]:
@@ -219,13 +226,17 @@ class VideoRun:
                 fresh.append((self.tracker.start(faces[fi], index, gray), fi))
             elif score is not None or not ident.samples or not s.recheck:
                 track.continuous, ident.checking = True, False
-                if fi in vectors and fi in full and ident.wants(quality[fi]):
-                    ident.add(quality[fi], vectors[fi])
+                if fi in vectors and fi in full:
+                    if score is not None:
+                        self._checked(track, faces[fi], quality[fi])
+                    if ident.wants(quality[fi]):
+                        ident.add(quality[fi], vectors[fi])
                 if ident.samples:
                     verified.append(track)
         for track, fi in fresh:
             ident = self.identities[track.id] = TrackIdentity(s, self.identifier.margin)
             if fi in vectors and fi in full and fi not in crowded:
+                self._checked(track, faces[fi], quality[fi])
                 ident.add(quality[fi], vectors[fi])
                 verified.append(track)
         for track in assoc.missed:
@@ -239,6 +250,11 @@ class VideoRun:
                       for t in self.tracker.tracks)
         self.schedule.detected(not (assoc.started or ended or assoc.missed or pending))
         return changed, ended
+
+    def _checked(self, track: Track, face: Face, quality: float) -> None:
+        """Report in this frame's result a fully visible, uncrowded face that is ``track``'s person as far as
+        the checks tell: its first face, or one that matched the track's template."""
+        self.checked.append(CheckedFace(track.id, box_list(face.box), face.landmarks.copy(), quality))
 
     def _embed(self, crops: dict[int, np.ndarray], which: list[int]) -> dict[int, np.ndarray]:
         """Embeddings of the aligned crops of the faces ``which``, by face index."""
@@ -264,7 +280,7 @@ class VideoRun:
     def _decide(self, tracks: list[Track]) -> set[int]:
         """Name (or call unknown) the given tracks from their templates; returns those whose label changed."""
         ready = [t.id for t in tracks if self.identities[t.id].samples and not self.identities[t.id].checking]
-        if not ready:
+        if not ready or self.identifier.gallery is None:
             return set()
         point, settings = self.identifier.point, self.identifier.settings
         verifier, gallery = self.identifier.verifier, self.identifier.gallery
