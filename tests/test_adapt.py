@@ -19,7 +19,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from faceverify.adapt.adaptation import adapt_cache_dir
 from faceverify.adapt.faces import list_faces, prepare_faces
-from faceverify.adapt.run import AdaptSettings, AdaptTrainer, GroupBatches, adapt_config
+from faceverify.adapt.run import AdaptSettings, AdaptTrainer, GroupBatches, adapt_config, toward_base
 from faceverify.cli import run as cli
 from faceverify.embed import Embedder, resolve_card
 from faceverify.pipeline import FacePipeline
@@ -180,7 +180,7 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     make_case("cuts", lfw_root, video, 2, FaceVerifier("edgeface-xxs").pipeline.detector, distractors=0, frames=90)
     models = tmp_path / "models"
     code = cli(["adapt", "--from", str(folder), "--from", str(video), "--out", "cam-test", "--model", "edgeface-xxs",
-                "--epochs", "1",
+                "--epochs", "1", "--keep", "0.5",
                 "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
                 "--threads", "2"])
     assert code == 0, capsys.readouterr()
@@ -203,10 +203,16 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
 
     net = networks.build(card["architecture"], card["embedding_size"])
     weights = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
-    net.load_state_dict({k[6:]: v for k, v in weights.items() if k.startswith("model.")})
+    trained = {k[6:]: v for k, v in weights.items() if k.startswith("model.")}
+    base = Embedder.load("edgeface-xxs", "cpu")
+    net.load_state_dict(toward_base(base.network.state_dict(), 0.5)(trained))  # --keep 0.5: half way back
     direct = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
     assert np.abs(reloaded.embed(crops) - direct).max() < 1e-5
-    assert np.abs(reloaded.embed(crops) - Embedder.load("edgeface-xxs", "cpu").embed(crops)).max() > 1e-4  # it moved
+    assert card["provenance"]["kept_share_of_adaptation"] == 0.5
+    net.load_state_dict(trained)
+    whole = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
+    moved, half = np.abs(whole - base.embed(crops)).max(), np.abs(reloaded.embed(crops) - base.embed(crops)).max()
+    assert moved > 1e-4 and 0.2 * moved < half < 0.8 * moved  # it moved, and kept part of the way
     # uncalibrated: it refuses to decide until `faceverify calibrate` has run
     img = str(lfw_image("Al_Gore", 1))
     assert cli(["verify", img, img, "--model", str(card_path)]) == 2

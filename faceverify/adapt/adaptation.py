@@ -26,7 +26,7 @@ from ..train.loop import Progress
 from ..train.prepare import Listing, default_cache_root
 from .faces import list_faces, prepare_faces, video_sources
 from .video import track_faces
-from .run import AdaptSettings, AdaptTrainer, adapt_config
+from .run import AdaptSettings, AdaptTrainer, adapt_config, toward_base
 
 SCORE_FACES = 512
 
@@ -101,6 +101,9 @@ def adapt(
         raise FaceverifyError(f"{trainer.out} already holds a run: pass --resume, or choose another --run")
     trainer.run(progress=progress)
     base = Embedder.load(settings.base, trainer.device).network
+    blend = toward_base(base.state_dict(), settings.keep) if settings.keep != 1.0 else None
+    if blend is not None:  # the label-free scores are the exported model's
+        trainer.network.load_state_dict(blend(trainer.network.state_dict()))
     scores = label_free_scores(trainer, base)
     faces = len(trainer.images)
 
@@ -110,12 +113,13 @@ def adapt(
             adapted_from=dict(model=settings.base, model_id=card.model_id),
             unlabelled_faces=faces, images=len(listing.paths), no_face=int(len(listing.paths) - faces),
             sources=[str(Path(s)) for s in sources][:20], videos=len(videos), video_tracks=len(tracks),
+            kept_share_of_adaptation=settings.keep,
         )
         new.evaluation["label_free"] = scores
 
     notes = (f"{settings.base} adapted without labels to {faces} faces; uncalibrated until `faceverify calibrate` "
              "runs on labelled faces from the same camera")
     path = export_run(trainer.out, settings.name, models, None, (), None, force, notes,
-                      echo, calibrate=False, amend=describe)
+                      echo, calibrate=False, amend=describe, transform=blend)
     (trainer.out / "label_free_scores.json").write_text(json.dumps(scores, indent=1))
     return path

@@ -6,12 +6,14 @@ Positives: the two views of one face, and every pair of faces of one group (the 
 every other face of the batch and of the memory bank (``CrossBatchMemory``), less the pairs the model already
 scores at or above its FAR=1e-3 threshold (a repeated visitor seen in another track or photo is not pushed away
 from themself). Anchor: contrastive distillation toward the frozen base model's embedding of each face without
-augmentation (``distill``), so that adaptation cannot move the model far from what works.
+augmentation (``distill``), so that adaptation cannot move the model far from what works. Export can keep only
+part of the way travelled (:func:`toward_base`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,7 +39,8 @@ FALSE_NEGATIVE_FAR = 1e-3
 
 @dataclass
 class AdaptSettings:
-    """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train."""
+    """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train;
+    ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`)."""
 
     base: str
     name: str
@@ -49,9 +52,24 @@ class AdaptSettings:
     memory_size: int = 4096
     anchor_weight: float = 8.0
     camera: float = 0.8
+    keep: float = 1.0
     device: str = "auto"
     threads: int = 0
     seed: int = 0
+
+
+def toward_base(base: dict[str, torch.Tensor], keep: float) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Weight-space interpolation of adapted weights toward ``base`` (as WiSE-FT does for fine-tuning): each
+    floating-point tensor becomes ``base + keep * (adapted - base)``; 1 keeps the adaptation whole, 0 the base."""
+
+    def blend(adapted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in adapted.items():
+            start = base[key].to(value.device, value.dtype)
+            out[key] = start + keep * (value - start) if value.is_floating_point() else value
+        return out
+
+    return blend
 
 
 def adapt_config(s: AdaptSettings, cache: str) -> TrainConfig:

@@ -84,14 +84,18 @@ def export_run(
     progress: Callable[[str], None] = lambda _msg: None,
     calibrate: bool = True,
     amend: Callable[[ModelCard], None] = lambda _card: None,
+    transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write the best checkpoint of ``run_dir`` as model ``name`` (default: the run's name); returns the card path.
 
     ``calibrate`` False leaves the card without thresholds (a model trained without labels: `faceverify
-    calibrate` must be run before it decides anything); ``amend`` may add to the card before it is saved.
+    calibrate` must be run before it decides anything); ``amend`` may add to the card before it is saved;
+    ``transform`` maps the checkpoint's weights to those exported (adapt's interpolation toward its base).
     The weights file is removed again if the card cannot be completed: no weights without their card.
     """
     meta, weights = load_best(run_dir)
+    if transform is not None:
+        weights = transform(weights)
     cfg = stored_config(meta["config"])
     name = name or cfg.name
     directory = directory or models_dir()
