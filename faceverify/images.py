@@ -119,12 +119,13 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def list_images(paths: list[str | Path]) -> list[Path]:
-    """Expand files and directories (recursively, sorted) into image file paths; files are kept as given."""
+def list_images(paths: list[str | Path], suffixes: frozenset[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Expand files and directories (recursively, sorted) into the paths of files with ``suffixes`` (image
+    files by default); files are kept as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes))
         else:
             out.append(p)
     return out

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._util import sha256_bytes
 from ..api import FaceVerifier
 from ..embed import Embedder, models_dir, resolve_card
 from ..errors import FaceverifyError
@@ -23,7 +22,7 @@ from ..modelcard import ModelCard
 from ..train.data import BatchAugment
 from ..train.export import export_run
 from ..train.loop import Progress
-from ..train.prepare import Listing, default_cache_root
+from ..train.prepare import Listing, keyed_cache_dir
 from .faces import list_faces, prepare_faces, video_sources
 from .video import track_faces
 from .run import AdaptSettings, AdaptTrainer, adapt_config, toward_base
@@ -65,8 +64,8 @@ def label_free_scores(trainer: AdaptTrainer, base: torch.nn.Module, count: int =
 def adapt_cache_dir(listing: Listing, card: ModelCard) -> Path:
     """Where the faces of ``listing`` aligned for ``card`` are cached: one directory per folder (by its resolved
     path, so an identical copy elsewhere never collides with it), file list and crop geometry."""
-    key = json.dumps([str(listing.root.resolve()), listing.digest(), card.input_size, card.template])
-    return default_cache_root() / f"adapt-{sha256_bytes(key.encode())[:16]}-{card.input_size}"
+    key = [str(listing.root.resolve()), listing.digest(), card.input_size, card.template]
+    return keyed_cache_dir("adapt", key, f"-{card.input_size}")
 
 
 def adapt(

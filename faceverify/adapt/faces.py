@@ -20,7 +20,7 @@ from ..embed import resolve_card
 from ..errors import BadInputError
 from ..gallery import Gallery
 from ..images import list_images
-from .video import is_video
+from .video import VIDEO_SUFFIXES, is_video
 from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled_geometries
 
 DETECTOR = "yunet"
@@ -71,13 +71,7 @@ def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = ()) -> Li
 
 def video_sources(sources: Sequence[str | Path]) -> list[Path]:
     """The video files among ``sources`` and inside its folders (recursively, sorted)."""
-    out: list[Path] = []
-    for p in map(Path, sources):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_video(f)))
-        elif is_video(p):
-            out.append(p)
-    return out
+    return [p for p in list_images(list(sources), VIDEO_SUFFIXES) if is_video(p)]
 
 
 def prepare_faces(

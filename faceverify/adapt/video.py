@@ -17,14 +17,14 @@ from pathlib import Path
 
 import cv2
 
-from .._util import sha256_bytes, write_atomic
+from .._util import write_atomic
 from ..align import face_crop
 from ..api import FaceVerifier
 from ..errors import BadInputError
-from ..train.prepare import default_cache_root
+from ..train.prepare import keyed_cache_dir
 from ..video import VideoIdentifier, VideoSettings
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
 """Files under ``--from`` read as video."""
 
 DONE = "tracks.json"
@@ -39,8 +39,7 @@ def is_video(path: Path) -> bool:
 def video_face_folder(video: Path) -> Path:
     """Where the track faces of ``video`` are kept: one folder per video file as it is now."""
     stat = video.stat()
-    key = json.dumps([str(video.resolve()), stat.st_size, stat.st_mtime_ns])
-    return default_cache_root() / f"video-faces-{sha256_bytes(key.encode())[:16]}"
+    return keyed_cache_dir("video-faces", [str(video.resolve()), stat.st_size, stat.st_mtime_ns])
 
 
 def track_faces(verifier: FaceVerifier, video: Path) -> list[Path]:
@@ -61,8 +60,8 @@ def write_track_faces(verifier: FaceVerifier, video: Path, folder: Path) -> dict
     shutil.rmtree(folder, ignore_errors=True)  # a run cut short: start over
     tracks: dict[str, list] = {}
     detector = verifier.pipeline.video_detector
-    every = VideoSettings().min_interval  # detect (and check) as often as the tracker ever does
-    settings = VideoSettings(max_interval=every)
+    settings = VideoSettings()
+    settings.max_interval = settings.min_interval  # detect (and check) as often as the tracker ever does
     with VideoIdentifier(verifier, None, settings=settings).run(str(video)) as run:
         for result in run:
             if not result.checked:

@@ -200,13 +200,11 @@ def adapt(
 
 def _gallery_face_folder(location: str) -> Path:
     """The kept faces of the gallery at ``location``, written (once) under the user cache dir for `adapt`."""
-    import hashlib
-
     from ..adapt.faces import gallery_faces
-    from ..train.prepare import default_cache_root
+    from ..train.prepare import keyed_cache_dir
     from .core import _open_existing_gallery
 
-    folder = default_cache_root() / f"gallery-faces-{hashlib.sha256(location.encode()).hexdigest()[:16]}"
+    folder = keyed_cache_dir("gallery-faces", location)
     with _open_existing_gallery(location) as gallery:
         if gallery_faces(gallery, folder) == 0:
             raise FaceverifyError(f"{location}: the gallery kept no faces (enrolled with --no-keep-faces)")

@@ -46,6 +46,12 @@ def default_cache_root() -> Path:
     return default_cache_dir() / "faces"
 
 
+def keyed_cache_dir(prefix: str, key: object, suffix: str = "") -> Path:
+    """``<default cache root>/<prefix>-<hash of key><suffix>``: a cache folder per distinct ``key``
+    (JSON-serialisable)."""
+    return default_cache_root() / f"{prefix}-{sha256_bytes(json.dumps(key).encode())[:16]}{suffix}"
+
+
 def default_workers() -> int:
     """Detector processes: none on CUDA (batched detection in this process), else up to 4."""
     import torch

@@ -65,12 +65,11 @@ class TrackEnd:
 class CheckedFace:
     """A face of a track that passed the track's identity checks in this frame (the track's first face, or one
     that matched its template; fully in frame, not overlapping another face): its box and 5 landmarks in frame
-    pixels, and its quality."""
+    pixels."""
 
     track: int
     box: list[float]
     landmarks: np.ndarray
-    quality: float
 
 
 @dataclass

@@ -228,7 +228,7 @@ class VideoRun:
                 track.continuous, ident.checking = True, False
                 if fi in vectors and fi in full:
                     if score is not None:
-                        self._checked(track, faces[fi], quality[fi])
+                        self._checked(track, faces[fi])
                     if ident.wants(quality[fi]):
                         ident.add(quality[fi], vectors[fi])
                 if ident.samples:
@@ -236,7 +236,7 @@ class VideoRun:
         for track, fi in fresh:
             ident = self.identities[track.id] = TrackIdentity(s, self.identifier.margin)
             if fi in vectors and fi in full and fi not in crowded:
-                self._checked(track, faces[fi], quality[fi])
+                self._checked(track, faces[fi])
                 ident.add(quality[fi], vectors[fi])
                 verified.append(track)
         for track in assoc.missed:
@@ -251,10 +251,10 @@ class VideoRun:
         self.schedule.detected(not (assoc.started or ended or assoc.missed or pending))
         return changed, ended
 
-    def _checked(self, track: Track, face: Face, quality: float) -> None:
+    def _checked(self, track: Track, face: Face) -> None:
         """Report in this frame's result a fully visible, uncrowded face that is ``track``'s person as far as
         the checks tell: its first face, or one that matched the track's template."""
-        self.checked.append(CheckedFace(track.id, box_list(face.box), face.landmarks.copy(), quality))
+        self.checked.append(CheckedFace(track.id, box_list(face.box), face.landmarks.copy()))
 
     def _embed(self, crops: dict[int, np.ndarray], which: list[int]) -> dict[int, np.ndarray]:
         """Embeddings of the aligned crops of the faces ``which``, by face index."""
