@@ -6,8 +6,9 @@
 1. The camera-domain copy of LFW (tools/lfw_camera.py, seed 0) and YuNet face caches of its peopleDevTrain,
    pairsDevTest and peopleDevTest images (`faceverify prepare`, once).
 2. `faceverify adapt` of the base on the camera-domain peopleDevTrain images, their labels never read (the faces
-   are handed over as a list of files). --ordinary adds the normal peopleDevTrain images to the unlabelled faces
-   (ordinary daytime faces, unpaired: nothing tells the adaptation which camera face is which normal one).
+   are handed over as a list of files). --ordinary adds the normal peopleDevTrain images as `adapt --ordinary`
+   faces (ordinary daytime faces, unlabelled and unpaired: nothing tells the adaptation which camera face is
+   which normal one).
    --adapted NAME skips this and measures a model adapted before.
 3. The adapted model keeping each share of its change in weights given by --keeps (faceverify.adapt.run's
    toward_base; 1 is the adaptation whole). One is chosen on pairsDevTrain, never on DevTest: the best camera
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--anchor-weight", type=float, default=8.0)
-    ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images, unlabelled, unpaired")
+    ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images as ordinary faces, unlabelled, unpaired")
     ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
     ap.add_argument("--keeps", default="0.25,0.5,0.75,1",
                     help="shares of the adaptation to measure (toward_base); one is chosen on pairsDevTrain")
@@ -114,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     adapted = args.adapted
     seconds = None
     if adapted is None:
-        sources = devtrain_files(camera) + (devtrain_files(normal) if args.ordinary else [])
+        ordinary = devtrain_files(normal) if args.ordinary else []
         settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
                                  lr=args.lr, anchor_weight=args.anchor_weight, threads=args.threads)
         start = time.perf_counter()
-        card = adapt(sources, settings, args.models_dir, force=True, echo=lambda _m: None)
+        card = adapt(devtrain_files(camera), settings, ordinary, args.models_dir, force=True, echo=lambda _m: None)
         seconds, adapted = time.perf_counter() - start, str(card)
     base, whole = Embedder.load(args.base, "cpu"), Embedder.load(adapted, "cpu")
     models = {args.base: base} | {f"{Path(adapted).stem} keep {k:g}": kept(whole, base, k)

@@ -71,13 +71,15 @@ def adapt_cache_dir(listing: Listing, card: ModelCard) -> Path:
 def adapt(
     sources: Sequence[str | Path],
     settings: AdaptSettings,
+    ordinary: Sequence[str | Path] = (),
     models: Path | None = None,
     resume: bool = False,
     force: bool = False,
     echo: Callable[[str], None] = print,
     progress: Progress | None = None,
 ) -> Path:
-    """Adapt ``settings.base`` to the faces of ``sources`` and export it as ``settings.name``; returns its card."""
+    """Adapt ``settings.base`` to the faces of ``sources`` and export it as ``settings.name``; returns its card.
+    ``ordinary``: photos in ordinary light (files, folders) on which the base model's embeddings are kept."""
     card, _ = resolve_card(settings.base)
     target = (models or models_dir()) / f"{settings.name}.json"
     if target.exists() and not force:  # before hours of training, not after
@@ -88,7 +90,7 @@ def adapt(
     for video in videos:
         echo(f"following the faces of {video} (once; later runs reuse them)")
         tracks += track_faces(tracker, video)
-    listing = list_faces(sources, tracks)
+    listing = list_faces(sources, tracks, ordinary)
     cache_dir = adapt_cache_dir(listing, card)
     echo(f"gathering the faces of {len(listing.paths)} images into {cache_dir} (once; later runs reuse it)")
     cache = prepare_faces(listing, settings.base, cache_dir)
@@ -105,13 +107,14 @@ def adapt(
         trainer.network.load_state_dict(blend(trainer.network.state_dict()))
     scores = label_free_scores(trainer, base)
     faces = len(trainer.images)
+    ordinary_faces = int(trainer.ordinary.sum())
 
     def describe(new: ModelCard) -> None:
         new.provenance.update(
             trained_by="faceverify adapt (self-supervised, no identity labels)",
             adapted_from=dict(model=settings.base, model_id=card.model_id),
-            unlabelled_faces=faces, images=len(listing.paths), no_face=int(len(listing.paths) - faces),
-            sources=[str(Path(s)) for s in sources][:20], videos=len(videos), video_tracks=len(tracks),
+            unlabelled_faces=faces, ordinary_faces=ordinary_faces, images=len(listing.paths), no_face=int(len(listing.paths) - faces),
+            sources=[str(Path(s)) for s in [*sources, *ordinary]][:20], videos=len(videos), video_tracks=len(tracks),
             kept_share_of_adaptation=settings.keep,
         )
         new.evaluation["label_free"] = scores

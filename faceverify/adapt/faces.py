@@ -1,7 +1,9 @@
 """The faces an adaptation learns from: image files and folders, and the faces a gallery kept at enrolment
 (:func:`gallery_faces`), detected and aligned once by the shipped front end into a face cache (as `faceverify
 prepare` does), each image its own group; no labels are read (a gallery's crops are written without names).
-Video files become the faces of their tracks (:mod:`.video`), each track one group.
+Video files become the faces of their tracks (:mod:`.video`), each track one group. Ordinary faces (photos in
+ordinary light, such as enrolment photos) are groups of one whose name starts with :data:`ORDINARY`: the anchor
+holds the adapted model to the base on them as they are.
 
 Folders are searched recursively; the cache records each file by its path relative to the deepest folder that
 holds them all. Images without a face are left out of training (their centre-crop fallback teaches nothing).
@@ -22,6 +24,9 @@ from ..gallery import Gallery
 from ..images import list_images
 from .video import VIDEO_SUFFIXES, is_video
 from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled_geometries
+
+ORDINARY = "ordinary:"
+"""The prefix of an ordinary face's group name in the listing (and so in its face cache)."""
 
 DETECTOR = "yunet"
 """The stills front end's detector, which the adapted model will meet in use."""
@@ -47,16 +52,25 @@ def gallery_faces(gallery: Gallery, folder: Path) -> int:
     return len(kept)
 
 
-def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = ()) -> Listing:
-    """The images of ``sources`` (files and folders) as a listing in which every image is its own group, and
-    those of each folder in ``tracks`` (a video track's faces, :mod:`.video`) one group per folder."""
+def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = (), ordinary: Sequence[str | Path] = ()) -> Listing:
+    """The images of ``sources`` (files and folders) as a listing in which every image is its own group, those
+    of each folder in ``tracks`` (a video track's faces, :mod:`.video`) one group per folder, and the images of
+    ``ordinary`` groups of one named with :data:`ORDINARY` (an image given both ways counts as ordinary)."""
+    extra = [p.resolve() for p in list_images(list(ordinary))] if ordinary else []
+    if ordinary and not extra:
+        raise BadInputError(ordinary[0], "no images found")
+    taken = set(extra)
     files = [p.resolve() for p in list_images([s for s in sources if not is_video(Path(s))])]
+    files = [p for p in files if p not in taken]
     groups = list(range(len(files)))
     for track in tracks:
         faces = [p.resolve() for p in list_images([track])]
         if faces:
             groups += [groups[-1] + 1 if groups else 0] * len(faces)
             files += faces
+    plain = len(files)
+    groups += [(groups[-1] + 1 if groups else 0) + i for i in range(len(extra))]
+    files += extra
     if not files:
         raise BadInputError(sources[0] if sources else "--from", "no images found")
     missing = next((p for p in files if not p.is_file()), None)
@@ -66,7 +80,7 @@ def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = ()) -> Li
     paths = [p.relative_to(root).as_posix() for p in files]
     labels = np.asarray(groups, np.int64)  # 0, 1, ... in order: each group named by its first face
     firsts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-    return Listing(root, paths, labels, [paths[i] for i in firsts])
+    return Listing(root, paths, labels, [(ORDINARY if i >= plain else "") + paths[i] for i in firsts])
 
 
 def video_sources(sources: Sequence[str | Path]) -> list[Path]:

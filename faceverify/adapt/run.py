@@ -6,8 +6,10 @@ Positives: the two views of one face, and every pair of faces of one group (the 
 every other face of the batch and of the memory bank (``CrossBatchMemory``), less the pairs the model already
 scores at or above its FAR=1e-3 threshold (a repeated visitor seen in another track or photo is not pushed away
 from themself). Anchor: contrastive distillation toward the frozen base model's embedding of each face without
-augmentation (``distill``), so that adaptation cannot move the model far from what works. Export can keep only
-part of the way travelled (:func:`toward_base`).
+augmentation (``distill``), so that adaptation cannot move the model far from what works; an ordinary face (its
+group named with :data:`~faceverify.adapt.faces.ORDINARY`) is also seen a third time as it is, where the anchor
+asks for the base model's embedding exactly: the daytime photos the model already handles keep their scores.
+Export can keep only part of the way travelled (:func:`toward_base`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..train.config import (
 )
 from ..train.data import _seed
 from ..train.loop import Trainer
+from .faces import ORDINARY
 
 FALSE_NEGATIVE_FAR = 1e-3
 """A negative pair the base model scores at or above its threshold for this FAR is left out."""
@@ -125,15 +128,30 @@ class GroupBatches:
 
 
 class AdaptTrainer(Trainer):
-    """A :class:`Trainer` over unlabelled faces: group batches, each face in two augmented views."""
+    """A :class:`Trainer` over unlabelled faces: group batches, each face in two augmented views, and each
+    ordinary face of the batch once more as it is (after the two views)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        names = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
+        self.ordinary = names[self.cache.labels[self.images.rows]]
+        """Per training position: whether the face is an ordinary one."""
 
     def plan_batches(self) -> GroupBatches:
         d = self.cfg.data
         return GroupBatches(self.images.labels, d.batch_size, self.cfg.seed, self.dist.rank, self.dist.world_size)
 
     def batch(self, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The batch's crops twice over (the augmentation draws each view apart), their group labels twice,
-        and the base model's embeddings of them twice."""
+        """The batch's crops twice over (the augmentation draws each view apart) and its ordinary faces' crops
+        once more, their group labels and the base model's embeddings of them in the same order."""
         crops, labels, teacher = super().batch(items)
-        return (torch.cat([crops, crops]), torch.cat([labels, labels]),
-                None if teacher is None else torch.cat([teacher, teacher]))
+        plain = torch.from_numpy(self.ordinary[items])
+        return (torch.cat([crops, crops, crops[plain]]), torch.cat([labels, labels, labels[plain]]),
+                None if teacher is None else torch.cat([teacher, teacher, teacher[plain.to(teacher.device)]]))
+
+    def views(self, crops: torch.Tensor) -> torch.Tensor:
+        """The two views augmented; the ordinary faces' third view as it is."""
+        two = 2 * self.cfg.data.batch_size
+        if len(crops) == two:
+            return self.augment(crops)
+        return torch.cat([self.augment(crops[:two]), self.augment.normalise(crops[two:])])

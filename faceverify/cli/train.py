@@ -161,6 +161,7 @@ def export_model(
 @train_app.command()
 def adapt(
     sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images, video files (each track's faces are one person) or folders of them (repeatable)."),
+    ordinary: Optional[List[Path]] = typer.Option(None, "--ordinary", help="Photos in ordinary light (e.g. enrolment photos; files or folders, repeatable), learnt from too, on which the base model's embeddings are kept."),
     from_gallery: Optional[str] = typer.Option(None, "--from-gallery", help="Also the faces a gallery (file or postgresql:// URL) kept at enrolment, without their names."),
     out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),
@@ -187,13 +188,13 @@ def adapt(
     faces: list[Path] = list(sources or [])
     if from_gallery is not None:
         faces.append(_gallery_face_folder(from_gallery))
-    if not faces:
+    if not faces and not ordinary:
         raise FaceverifyError("give the faces to adapt to: --from FILES/FOLDERS and/or --from-gallery GALLERY")
     settings = AdaptSettings(base=base, name=out, out=str(run or Path("runs") / f"adapt-{out}"), epochs=epochs,
                              batch_size=batch_size, lr=lr, temperature=temperature, memory_size=memory,
                              anchor_weight=anchor, keep=keep, device=device, threads=threads)
     with ExitStack() as bars:
-        card = run_adapt(faces, settings, models, resume, force, typer.echo, _epoch_bars(bars))
+        card = run_adapt(faces, settings, list(ordinary or []), models, resume, force, typer.echo, _epoch_bars(bars))
     typer.echo(f"wrote {card}: uncalibrated; run `faceverify calibrate --model {out}` on labelled faces from this "
                "camera before using it")
 

@@ -149,13 +149,17 @@ class Trainer:
             return crops, labels, None
         return crops, labels, self.teacher[torch.from_numpy(self.images.rows[items]).to(self.device)]
 
+    def views(self, crops: torch.Tensor) -> torch.Tensor:
+        """The network's input for a batch of uint8 crops: each augmented (a subclass may leave some as they are)."""
+        return self.augment(crops)
+
     def train_step(self, crops: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> dict[str, float]:
         """One optimiser step on a batch (``teacher``: the teacher's embeddings of its images, for distillation);
         returns the loss, its statistics, the learning rate (the head's: the last group's) and grad norm."""
         grad_clip = self.cfg.optim.grad_clip
         lr = self.optimizer.param_groups[-1]["lr"]
         self.generator.manual_seed(_seed(self.cfg.seed, self.dist.rank, self.state.global_step))
-        x = self.augment(crops)
+        x = self.views(crops)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp):
