@@ -113,8 +113,9 @@ def adapt(
         new.provenance.update(
             trained_by="faceverify adapt (self-supervised, no identity labels)",
             adapted_from=dict(model=settings.base, model_id=card.model_id),
-            unlabelled_faces=faces, ordinary_faces=ordinary_faces, images=len(listing.paths), no_face=int(len(listing.paths) - faces),
-            sources=[str(Path(s)) for s in [*sources, *ordinary]][:20], videos=len(videos), video_tracks=len(tracks),
+            unlabelled_faces=faces, ordinary_faces=ordinary_faces, images=len(listing.paths),
+            no_face=int(len(listing.paths) - faces), sources=[str(Path(s)) for s in [*sources, *ordinary]][:20],
+            videos=len(videos), video_tracks=len(tracks),
             kept_share_of_adaptation=settings.keep,
         )
         new.evaluation["label_free"] = scores

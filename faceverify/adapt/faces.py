@@ -56,7 +56,7 @@ def list_faces(sources: Sequence[str | Path], tracks: Sequence[Path] = (), ordin
     """The images of ``sources`` (files and folders) as a listing in which every image is its own group, those
     of each folder in ``tracks`` (a video track's faces, :mod:`.video`) one group per folder, and the images of
     ``ordinary`` groups of one named with :data:`ORDINARY` (an image given both ways counts as ordinary)."""
-    extra = [p.resolve() for p in list_images(list(ordinary))] if ordinary else []
+    extra = [p.resolve() for p in list_images(list(ordinary))]
     if ordinary and not extra:
         raise BadInputError(ordinary[0], "no images found")
     taken = set(extra)

@@ -133,8 +133,8 @@ class AdaptTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        names = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
-        self.ordinary = names[self.cache.labels[self.images.rows]]
+        group_is_ordinary = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
+        self.ordinary = group_is_ordinary[self.cache.labels[self.images.rows]]
         """Per training position: whether the face is an ordinary one."""
 
     def plan_batches(self) -> GroupBatches:
@@ -152,6 +152,4 @@ class AdaptTrainer(Trainer):
     def views(self, crops: torch.Tensor) -> torch.Tensor:
         """The two views augmented; the ordinary faces' third view as it is."""
         two = 2 * self.cfg.data.batch_size
-        if len(crops) == two:
-            return self.augment(crops)
         return torch.cat([self.augment(crops[:two]), self.augment.normalise(crops[two:])])
