@@ -453,6 +453,30 @@ def test_distillation_loss_aligns_a_student():
         objective(head(x), labels)
 
 
+def test_relation_loss_holds_the_scores_and_lets_the_embeddings_turn():
+    """The relation term compares cosines between items, not embeddings: a rotated copy of the teacher's embeddings
+    costs nothing there (and much in the distill term), a shuffled one costs; with ``plain`` only those rows count."""
+    from faceverify.train.objective import distillation_loss, relation_loss
+
+    torch.manual_seed(0)
+    x, labels = _toy_clusters(per_class=6)
+    teacher = torch.nn.functional.normalize(torch.tanh(x @ torch.randn(8, 16)), dim=1)
+    rotated = teacher @ torch.linalg.qr(torch.randn(16, 16))[0]
+    assert float(relation_loss(rotated, teacher)) < 1e-5
+    assert float(distillation_loss(rotated, teacher, 0.1)) > 1.0
+    shuffled = teacher[torch.randperm(len(teacher))]
+    assert float(relation_loss(shuffled, teacher)) > 0.1
+    cfg = ObjectiveConfig(losses=[LossConfig("relation")], miner="none", teacher="t")
+    objective = Objective(cfg, 16)
+    plain = torch.zeros(len(x), dtype=torch.bool)
+    plain[:6] = True
+    student = torch.cat([rotated[:6], shuffled[6:]])
+    assert objective(student, labels, teacher, plain)[1]["loss_relation"] < 1e-5
+    assert objective(student, labels, teacher)[1]["loss_relation"] > 0.05
+    with pytest.raises(ValueError, match="teacher"):
+        objective(student, labels)
+
+
 def test_collapsed_model_gets_no_unreachable_threshold(cache: FaceCache):
     """When impostors score a cosine of 1, no threshold reaches the FAR: it is dropped, not written as 1.000001."""
     from types import SimpleNamespace

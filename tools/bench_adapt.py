@@ -1,6 +1,6 @@
 """Camera adaptation on LFW: the base model and its label-free adaptation, on normal and camera-domain LFW, in one run.
 
-    python tools/bench_adapt.py [--base edgeface-xxs] [--epochs 1] [--ordinary] [--adapted NAME] [--keeps 0.5,1]
+    python tools/bench_adapt.py [--base edgeface-xxs] [--epochs 1] [--ordinary] [--relation-weight 8] [--adapted NAME] [--keeps 0.5,1]
                                 [--json]
 
 1. The camera-domain copy of LFW (tools/lfw_camera.py, seed 0) and YuNet face caches of its peopleDevTrain,
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--anchor-weight", type=float, default=8.0)
+    ap.add_argument("--relation-weight", type=float, default=0.0,
+                    help="weight of the term holding the ordinary faces' cosines at the base's (needs --ordinary)")
     ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images as ordinary faces, unlabelled, unpaired")
     ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
     ap.add_argument("--keeps", default="0.25,0.5,0.75,1",
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if adapted is None:
         ordinary = devtrain_files(normal) if args.ordinary else []
         settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
-                                 lr=args.lr, anchor_weight=args.anchor_weight, threads=args.threads)
+                                 lr=args.lr, anchor_weight=args.anchor_weight,
+                                 relation_weight=args.relation_weight, threads=args.threads)
         start = time.perf_counter()
         card = adapt(devtrain_files(camera), settings, ordinary, args.models_dir, force=True, echo=lambda _m: None)
         seconds, adapted = time.perf_counter() - start, str(card)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     lost = rows[args.base, "normal"]["devtest"] - rows[chosen, "normal"]["devtest"]
     summary = dict(chosen=chosen, gap=gap, gain=gain, gap_closed=gain / gap if gap > 0 else None, normal_lost=lost,
                    goal_met=gap > 0 and gain >= gap / 3 and lost <= 0.002, adapt_seconds=seconds,
-                   ordinary=args.ordinary, epochs=args.epochs)
+                   ordinary=args.ordinary, relation_weight=args.relation_weight, epochs=args.epochs)
     if args.json:
         print(json.dumps(dict(rows={f"{m}|{d}": r for (m, d), r in rows.items()}, summary=summary)))
         return 0

@@ -9,6 +9,8 @@ from themself). Anchor: contrastive distillation toward the frozen base model's 
 augmentation (``distill``), so that adaptation cannot move the model far from what works; an ordinary face (its
 group named with :data:`~faceverify.adapt.faces.ORDINARY`) is also seen a third time as it is, where the anchor
 asks for the base model's embedding exactly: the daytime photos the model already handles keep their scores.
+With ``relation_weight`` the anchor also holds the cosines between those ordinary faces at the base's
+(``relation``): the scores that thresholds are read against, not only the embeddings.
 Export can keep only part of the way travelled (:func:`toward_base`).
 """
 
@@ -54,6 +56,7 @@ class AdaptSettings:
     temperature: float = 0.1
     memory_size: int = 4096
     anchor_weight: float = 8.0
+    relation_weight: float = 0.0
     camera: float = 0.8
     keep: float = 1.0
     device: str = "auto"
@@ -90,7 +93,8 @@ def adapt_config(s: AdaptSettings, cache: str) -> TrainConfig:
                           input_size=card.input_size, mean=tuple(card.mean), std=tuple(card.std)),
         objective=ObjectiveConfig(
             losses=[LossConfig(type="ntxent", weight=1.0, temperature=s.temperature),
-                    LossConfig(type="distill", weight=s.anchor_weight, temperature=0.05)],
+                    LossConfig(type="distill", weight=s.anchor_weight, temperature=0.05)]
+                   + ([LossConfig(type="relation", weight=s.relation_weight)] if s.relation_weight else []),
             teacher=s.base, miner="none", memory_size=s.memory_size, false_negative_cos=limit,
         ),
         optim=OptimConfig(lr=s.lr, weight_decay=5e-4, warmup_steps=50, min_lr_ratio=0.05),
@@ -153,3 +157,7 @@ class AdaptTrainer(Trainer):
         """The two views augmented; the ordinary faces' third view as it is."""
         two = 2 * self.cfg.data.batch_size
         return torch.cat([self.augment(crops[:two]), self.augment.normalise(crops[two:])])
+
+    def plain_rows(self, rows: int) -> torch.Tensor:
+        """The ordinary faces' third view: the rows after the two augmented views."""
+        return torch.arange(rows, device=self.device) >= 2 * self.cfg.data.batch_size

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from ..errors import FaceverifyError
 
 MINERS = ("none", "batch_hard", "semihard", "hard", "all", "multi_similarity")
-LOSSES = ("triplet", "supcon", "distill", "ntxent")
+LOSSES = ("triplet", "supcon", "distill", "relation", "ntxent")
+TEACHER_LOSSES = ("distill", "relation")
 RETIRED_KEYS = {"validation": ("batch_size",)}
 """Keys that configs no longer take (an error in a config file) but older checkpoints still record."""
 
@@ -83,7 +84,9 @@ class LossConfig:
     """One weighted term: ``triplet`` (cosine margin, fed by the miner), ``supcon`` (all pairs, temperature) or
     ``distill`` (contrastive distillation from ``objective.teacher``: InfoNCE at ``temperature`` where each
     image's positive is the teacher's embedding of it and the other images' teacher embeddings are negatives,
-    plus the mean cosine distance to it) or ``ntxent`` (NT-Xent at ``temperature``: same-label pairs are the
+    plus the mean cosine distance to it) or ``relation`` (similarity-preserving distillation: the mean absolute
+    difference between the cosines of every two images of the batch and the teacher's cosines of them, so that
+    scores, not only embeddings, stay the teacher's) or ``ntxent`` (NT-Xent at ``temperature``: same-label pairs are the
     positives, the rest of the batch and memory the negatives, less those at ``objective.false_negative_cos``)."""
 
     type: str = "triplet"
@@ -186,8 +189,8 @@ class TrainConfig:
         for loss in o.losses:
             if loss.type not in LOSSES:
                 fail(f"loss type {loss.type!r} is not one of {', '.join(LOSSES)}")
-        if any(loss.type == "distill" for loss in o.losses) != bool(o.teacher):
-            fail("a distill loss needs objective.teacher (a model name), and objective.teacher needs a distill loss")
+        if any(loss.type in TEACHER_LOSSES for loss in o.losses) != bool(o.teacher):
+            fail("a distill or relation loss needs objective.teacher (a model name), and objective.teacher needs one")
         if self.run.channels_last not in ("cuda", "always", "never"):
             fail("run.channels_last must be cuda, always or never")
         if self.optim.optimizer not in ("adamw", "sgd"):

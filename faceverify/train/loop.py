@@ -153,6 +153,11 @@ class Trainer:
         """The network's input for a batch of uint8 crops: each augmented (a subclass may leave some as they are)."""
         return self.augment(crops)
 
+    def plain_rows(self, rows: int) -> torch.Tensor | None:
+        """Which of a batch's ``rows`` :meth:`views` left as they are (None: every one was augmented); a
+        ``relation`` term compares only these."""
+        return None
+
     def train_step(self, crops: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> dict[str, float]:
         """One optimiser step on a batch (``teacher``: the teacher's embeddings of its images, for distillation);
         returns the loss, its statistics, the learning rate (the head's: the last group's) and grad norm."""
@@ -164,7 +169,8 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp):
             embeddings = self.model(x)
-        loss, stats = self.objective(embeddings.float(), labels.to(self.device, non_blocking=True), teacher)
+        loss, stats = self.objective(embeddings.float(), labels.to(self.device, non_blocking=True), teacher,
+                                     self.plain_rows(len(crops)))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for g in self.optimizer.param_groups for p in g["params"]]

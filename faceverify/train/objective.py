@@ -21,7 +21,7 @@ from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from .config import LossConfig, ObjectiveConfig
+from .config import TEACHER_LOSSES, LossConfig, ObjectiveConfig
 
 
 def build_miner(cfg: ObjectiveConfig) -> nn.Module | None:
@@ -43,6 +43,17 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     logits = z @ teacher.T / temperature
     target = torch.arange(len(z), device=z.device)
     return F.cross_entropy(logits, target) + (1 - (z * teacher).sum(1)).mean()
+
+
+def relation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Similarity-preserving distillation: the mean absolute difference, in cosine units, between the student's
+    cosine of every two images of the batch and the teacher's (``teacher`` L2-normalised). The embeddings may
+    turn; the scores, which thresholds are read against, stay the teacher's."""
+    if len(student) < 2:
+        return student.new_zeros(())
+    z = F.normalize(student, dim=1)
+    off = ~torch.eye(len(z), dtype=torch.bool, device=z.device)
+    return (z @ z.T - teacher @ teacher.T)[off].abs().mean()
 
 
 class FalseNegativeFilter(BaseMiner):
@@ -85,8 +96,8 @@ class Objective(nn.Module):
         self.negatives = FalseNegativeFilter(cfg.false_negative_cos)
         terms = []
         for spec in cfg.losses:
-            if spec.type == "distill":
-                terms.append(nn.Identity())  # computed by distillation_loss; a placeholder keeps terms aligned
+            if spec.type in TEACHER_LOSSES:
+                terms.append(nn.Identity())  # computed from the teacher's embeddings; a placeholder keeps terms aligned
                 continue
             loss = build_loss(spec)
             if cfg.memory_size > 0:
@@ -96,18 +107,22 @@ class Objective(nn.Module):
         self.terms = nn.ModuleList(terms)
 
     def forward(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+        self, embeddings: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None,
+        plain: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """``teacher``: the teacher's normalised embeddings of the same images (needed by a distill term)."""
+        """``teacher``: the teacher's normalised embeddings of the same images (needed by a distill or relation
+        term); ``plain``: the rows seen without augmentation, the only ones a relation term compares (None: all)."""
         embeddings = embeddings.float()
         mined = self.miner(embeddings, labels) if self.miner is not None else None
         total = embeddings.new_zeros(())
         stats: dict[str, float] = {}
         for kind, weight, term, spec in zip(self.kinds, self.weights, self.terms, self.cfg.losses):
-            if kind == "distill":
+            if kind in TEACHER_LOSSES:
                 if teacher is None:
-                    raise ValueError("a distill term needs the teacher's embeddings")
-                value = distillation_loss(embeddings, teacher, spec.temperature)
+                    raise ValueError(f"a {kind} term needs the teacher's embeddings")
+                value = (distillation_loss(embeddings, teacher, spec.temperature) if kind == "distill"
+                         else relation_loss(embeddings, teacher) if plain is None
+                         else relation_loss(embeddings[plain], teacher[plain]))
             elif isinstance(term, losses.CrossBatchMemory):
                 value = term(embeddings, labels)
             elif kind == "ntxent":
