@@ -120,9 +120,11 @@ class Objective(nn.Module):
             if kind in TEACHER_LOSSES:
                 if teacher is None:
                     raise ValueError(f"a {kind} term needs the teacher's embeddings")
-                value = (distillation_loss(embeddings, teacher, spec.temperature) if kind == "distill"
-                         else relation_loss(embeddings, teacher) if plain is None
-                         else relation_loss(embeddings[plain], teacher[plain]))
+                if kind == "distill":
+                    value = distillation_loss(embeddings, teacher, spec.temperature)
+                else:
+                    rows = slice(None) if plain is None else plain
+                    value = relation_loss(embeddings[rows], teacher[rows])
             elif isinstance(term, losses.CrossBatchMemory):
                 value = term(embeddings, labels)
             elif kind == "ntxent":
