@@ -77,6 +77,8 @@ def test_positives_are_the_two_views_and_the_same_group(faces):
     assert torch.equal(crops[:8], crops[8:]) and torch.equal(teacher[:8], teacher[8:])
     views = trainer.augment(crops)
     assert (views[:8] - views[8:]).abs().mean() > 0.05  # the same faces, two different views
+    free = AdaptTrainer(adapt_config(settings, str(faces.dir)), echo=lambda _m: None, anchor_camera=False)
+    assert free.anchored_rows(labels) is None  # no ordinary face to hold instead: the anchor holds them all
     a1, p, _, _ = lmu.get_all_pairs_indices(labels)
     pairs = {(int(a), int(b)) for a, b in zip(a1, p)}
     assert pairs == {(i, (i + 8) % 16) for i in range(16)}  # stills: each face's only positive is its other view
@@ -187,6 +189,10 @@ def test_ordinary_faces_are_marked_and_seen_a_third_time_as_they_are(faces, lfw_
     as_they_are = trainer.augment.normalise(crops)
     assert torch.equal(views[32:], as_they_are[32:])  # the third view is the face as it is
     assert (views[:32] - as_they_are[:32]).abs().mean() > 0.05  # the two others are augmented
+    assert trainer.anchored_rows(labels) is None  # by default the anchor holds every face
+    free = AdaptTrainer(adapt_config(settings, str(cache.dir)), echo=lambda _m: None, anchor_camera=False)
+    held = free.anchored_rows(labels)
+    assert torch.equal(held, torch.from_numpy(np.r_[plain, plain, np.ones(plain.sum(), bool)]))
     trainer.generator.manual_seed(5)
     two = trainer.views(crops[:32])  # a batch without ordinary faces: both views augmented, as train's are
     trainer.generator.manual_seed(5)

@@ -477,6 +477,26 @@ def test_relation_loss_holds_the_scores_and_lets_the_embeddings_turn():
         objective(student, labels)
 
 
+def test_distill_anchors_only_the_rows_it_is_given():
+    """With ``anchored`` the distill term pulls only those rows toward the teacher: the others get no gradient
+    from it, and the value is the term over the anchored rows alone (nothing anchored: 0)."""
+    from faceverify.train.objective import distillation_loss
+
+    torch.manual_seed(0)
+    x, labels = _toy_clusters(per_class=6)
+    teacher = torch.nn.functional.normalize(torch.tanh(x @ torch.randn(8, 16)), dim=1)
+    student = torch.randn(len(x), 16, requires_grad=True)
+    anchored = torch.arange(len(x)) % 3 == 0
+    objective = Objective(ObjectiveConfig(losses=[LossConfig("distill", temperature=0.1)], miner="none", teacher="t"), 16)
+    loss, stats = objective(student, labels, teacher, anchored=anchored)
+    loss.backward()
+    assert stats["loss_distill"] == pytest.approx(float(distillation_loss(student[anchored], teacher[anchored], 0.1)))
+    assert stats["loss_distill"] != pytest.approx(float(distillation_loss(student, teacher, 0.1)), abs=1e-3)
+    assert float(student.grad[~anchored].abs().max()) == 0.0 and float(student.grad[anchored].abs().min()) > 0
+    nothing = torch.zeros(len(x), dtype=torch.bool)
+    assert objective(student, labels, teacher, anchored=nothing)[1]["loss_distill"] == 0.0
+
+
 def test_collapsed_model_gets_no_unreachable_threshold(cache: FaceCache):
     """When impostors score a cosine of 1, no threshold reaches the FAR: it is dropped, not written as 1.000001."""
     from types import SimpleNamespace

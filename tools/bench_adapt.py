@@ -1,14 +1,14 @@
 """Camera adaptation on LFW: the base model and its label-free adaptation, on normal and camera-domain LFW, in one run.
 
-    python tools/bench_adapt.py [--base edgeface-xxs] [--epochs 1] [--ordinary] [--relation-weight 8] [--adapted NAME] [--keeps 0.5,1]
-                                [--json]
+    python tools/bench_adapt.py [--base edgeface-xxs] [--epochs 1] [--ordinary [--free-camera]] [--relation-weight 8]
+                                [--adapted NAME] [--keeps 0.5,1] [--json]
 
 1. The camera-domain copy of LFW (tools/lfw_camera.py, seed 0) and YuNet face caches of its peopleDevTrain,
    pairsDevTest and peopleDevTest images (`faceverify prepare`, once).
 2. `faceverify adapt` of the base on the camera-domain peopleDevTrain images, their labels never read (the faces
    are handed over as a list of files). --ordinary adds the normal peopleDevTrain images as `adapt --ordinary`
    faces (ordinary daytime faces, unlabelled and unpaired: nothing tells the adaptation which camera face is
-   which normal one).
+   which normal one); --free-camera then anchors only those, leaving the camera faces free of the anchor.
    --adapted NAME skips this and measures a model adapted before.
 3. The adapted model keeping each share of its change in weights given by --keeps (faceverify.adapt.run's
    toward_base; 1 is the adaptation whole). One is chosen on pairsDevTrain, never on DevTest: the best camera
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchor-weight", type=float, default=8.0)
     ap.add_argument("--relation-weight", type=float, default=0.0,
                     help="weight of the term holding the ordinary faces' cosines at the base's (needs --ordinary)")
+    ap.add_argument("--free-camera", action="store_true",
+                    help="anchor only the ordinary faces (with --ordinary): the camera's are not held at the base's embedding")
     ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images as ordinary faces, unlabelled, unpaired")
     ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
     ap.add_argument("--keeps", default="0.25,0.5,0.75,1",
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         ordinary = devtrain_files(normal) if args.ordinary else []
         settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
                                  lr=args.lr, anchor_weight=args.anchor_weight,
-                                 relation_weight=args.relation_weight, threads=args.threads)
+                                 relation_weight=args.relation_weight, anchor_camera=not args.free_camera,
+                                 threads=args.threads)
         start = time.perf_counter()
         card = adapt(devtrain_files(camera), settings, ordinary, args.models_dir, force=True, echo=lambda _m: None)
         seconds, adapted = time.perf_counter() - start, str(card)
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     lost = rows[args.base, "normal"]["devtest"] - rows[chosen, "normal"]["devtest"]
     summary = dict(chosen=chosen, gap=gap, gain=gain, gap_closed=gain / gap if gap > 0 else None, normal_lost=lost,
                    goal_met=gap > 0 and gain >= gap / 3 and lost <= 0.002, adapt_seconds=seconds,
-                   ordinary=args.ordinary, relation_weight=args.relation_weight, epochs=args.epochs)
+                   ordinary=args.ordinary, free_camera=args.free_camera, relation_weight=args.relation_weight,
+                   epochs=args.epochs)
     if args.json:
         print(json.dumps(dict(rows={f"{m}|{d}": r for (m, d), r in rows.items()}, summary=summary)))
         return 0

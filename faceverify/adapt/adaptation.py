@@ -95,7 +95,7 @@ def adapt(
     echo(f"gathering the faces of {len(listing.paths)} images into {cache_dir} (once; later runs reuse it)")
     cache = prepare_faces(listing, settings.base, cache_dir)
     cfg = adapt_config(settings, str(cache.dir))
-    trainer = AdaptTrainer(cfg, echo=echo)
+    trainer = AdaptTrainer(cfg, echo=echo, anchor_camera=settings.anchor_camera)
     if resume and trainer.resume():
         echo(f"resumed at epoch {trainer.state.epoch + 1}, step {trainer.state.step}")
     elif (trainer.checkpoint_dir / "last.json").exists():
@@ -116,7 +116,7 @@ def adapt(
             unlabelled_faces=faces, ordinary_faces=ordinary_faces, images=len(listing.paths),
             no_face=int(len(listing.paths) - faces), sources=[str(Path(s)) for s in [*sources, *ordinary]][:20],
             videos=len(videos), video_tracks=len(tracks),
-            kept_share_of_adaptation=settings.keep,
+            kept_share_of_adaptation=settings.keep, camera_faces_anchored=settings.anchor_camera,
         )
         new.evaluation["label_free"] = scores
 

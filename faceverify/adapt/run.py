@@ -45,7 +45,8 @@ FALSE_NEGATIVE_FAR = 1e-3
 @dataclass
 class AdaptSettings:
     """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train;
-    ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`)."""
+    ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`);
+    ``anchor_camera`` False: the anchor holds only the ordinary faces (when there are any), the camera's are free."""
 
     base: str
     name: str
@@ -57,6 +58,7 @@ class AdaptSettings:
     memory_size: int = 4096
     anchor_weight: float = 8.0
     relation_weight: float = 0.0
+    anchor_camera: bool = True
     camera: float = 0.8
     keep: float = 1.0
     device: str = "auto"
@@ -135,11 +137,15 @@ class AdaptTrainer(Trainer):
     """A :class:`Trainer` over unlabelled faces: group batches, each face in two augmented views, and each
     ordinary face of the batch once more as it is (after the two views)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, anchor_camera: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         group_is_ordinary = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
         self.ordinary = group_is_ordinary[self.cache.labels[self.images.rows]]
         """Per training position: whether the face is an ordinary one."""
+        label_is_ordinary = np.zeros(int(self.images.labels.max()) + 1, bool)
+        label_is_ordinary[self.images.labels] = self.ordinary
+        self.anchored = None if anchor_camera or not self.ordinary.any() else torch.from_numpy(label_is_ordinary)
+        """Per batch label: whether the anchor holds its faces (None: every face is held)."""
 
     def plan_batches(self) -> GroupBatches:
         d = self.cfg.data
@@ -161,3 +167,7 @@ class AdaptTrainer(Trainer):
     def plain_rows(self, rows: int) -> torch.Tensor:
         """The ordinary faces' third view: the rows after the two augmented views."""
         return torch.arange(rows, device=self.device) >= 2 * self.cfg.data.batch_size
+
+    def anchored_rows(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Every row, or (``anchor_camera`` False) only the ordinary faces' rows."""
+        return None if self.anchored is None else self.anchored[labels.cpu()].to(self.device)

@@ -158,6 +158,10 @@ class Trainer:
         ``relation`` term compares only these."""
         return None
 
+    def anchored_rows(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Which rows of a batch (given its ``labels``) a ``distill`` term anchors to the teacher (None: every one)."""
+        return None
+
     def train_step(self, crops: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None) -> dict[str, float]:
         """One optimiser step on a batch (``teacher``: the teacher's embeddings of its images, for distillation);
         returns the loss, its statistics, the learning rate (the head's: the last group's) and grad norm."""
@@ -170,7 +174,7 @@ class Trainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.run.amp):
             embeddings = self.model(x)
         loss, stats = self.objective(embeddings.float(), labels.to(self.device, non_blocking=True), teacher,
-                                     self.plain_rows(len(crops)))
+                                     self.plain_rows(len(crops)), self.anchored_rows(labels))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for g in self.optimizer.param_groups for p in g["params"]]

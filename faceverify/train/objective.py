@@ -38,7 +38,10 @@ def build_miner(cfg: ObjectiveConfig) -> nn.Module | None:
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Contrastive distillation: InfoNCE over the batch with the teacher's embedding of the same image as the
-    positive (the other images' as negatives), plus the mean cosine distance to it. ``teacher`` is L2-normalised."""
+    positive (the other images' as negatives), plus the mean cosine distance to it. ``teacher`` is L2-normalised;
+    no rows: 0."""
+    if len(student) == 0:
+        return student.sum()
     z = F.normalize(student, dim=1)
     logits = z @ teacher.T / temperature
     target = torch.arange(len(z), device=z.device)
@@ -108,10 +111,11 @@ class Objective(nn.Module):
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None,
-        plain: torch.Tensor | None = None,
+        plain: torch.Tensor | None = None, anchored: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """``teacher``: the teacher's normalised embeddings of the same images (needed by a distill or relation
-        term); ``plain``: the rows seen without augmentation, the only ones a relation term compares (None: all)."""
+        term); ``plain``: the rows seen without augmentation, the only ones a relation term compares;
+        ``anchored``: the only rows a distill term pulls toward the teacher (None: every row)."""
         embeddings = embeddings.float()
         mined = self.miner(embeddings, labels) if self.miner is not None else None
         total = embeddings.new_zeros(())
@@ -121,7 +125,8 @@ class Objective(nn.Module):
                 if teacher is None:
                     raise ValueError(f"a {kind} term needs the teacher's embeddings")
                 if kind == "distill":
-                    value = distillation_loss(embeddings, teacher, spec.temperature)
+                    rows = slice(None) if anchored is None else anchored
+                    value = distillation_loss(embeddings[rows], teacher[rows], spec.temperature)
                 else:
                     rows = slice(None) if plain is None else plain
                     value = relation_loss(embeddings[rows], teacher[rows])
