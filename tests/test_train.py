@@ -24,6 +24,7 @@ from torch import nn
 from faceverify import networks
 from faceverify.align import center_crop
 from faceverify.detect import Face
+from faceverify.errors import FaceverifyError
 from faceverify.train.config import AugmentConfig, LossConfig, ObjectiveConfig, config_from_dict, load_config
 from faceverify.train.data import BatchAugment, IdentityBatches, TrainImages
 from faceverify.train.objective import Objective, batch_statistics, build_miner
@@ -582,6 +583,27 @@ def test_edgeface_stage_groups_freeze_all_but_the_head():
     groups = param_groups(net, cfg)
     assert {g["stage"] for g in groups} == {5}
     assert [p.requires_grad for p in net.parameters()] == [any(p is q for q in stages[-1]) for p in net.parameters()]
+
+
+def test_train_stages_leave_the_output_side_as_it_is():
+    """``train_stages``: only the input-side groups learn (the last of them at the full rate), the rest, head
+    included, are frozen; with ``freeze_stages`` the window starts later; a window holding nothing is refused."""
+    from faceverify.train.setup import param_groups
+
+    net = networks.build("edgeface_xxs", 512)
+    stages = net.stage_groups()
+    cfg = config_from_dict({"data": {"cache": "x"}, "model": {"architecture": "edgeface_xxs", "embedding_size": 512},
+                            "optim": {"train_stages": 3, "freeze_stages": 1, "body_lr_scale": 0.5, "lr": 1e-3}})
+    groups = param_groups(net, cfg)
+    assert {g["stage"] for g in groups} == {1, 2}
+    assert all(g["lr"] == pytest.approx(1e-3 if g["stage"] == 2 else 5e-4) for g in groups)
+    learning = {id(p) for g in stages[1:3] for p in g}
+    assert [p.requires_grad for p in net.parameters()] == [id(p) in learning for p in net.parameters()]
+    cfg.optim.freeze_stages = 3
+    with pytest.raises(FaceverifyError, match="would freeze all"):
+        param_groups(networks.build("edgeface_xxs", 512), cfg)
+    with pytest.raises(FaceverifyError, match="train_stages must be >= 0"):
+        config_from_dict({"data": {"cache": "x"}, "optim": {"train_stages": -1}})
 
 
 def test_shipped_configs_load():

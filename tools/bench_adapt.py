@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the term holding the ordinary faces' cosines at the base's (needs --ordinary)")
     ap.add_argument("--free-camera", action="store_true",
                     help="anchor only the ordinary faces (with --ordinary): the camera's are not held at the base's embedding")
+    ap.add_argument("--train-stages", type=int, default=0,
+                    help="only that many stage groups of the network learn, input side first (0: all)")
     ap.add_argument("--ordinary", action="store_true", help="add the normal DevTrain images as ordinary faces, unlabelled, unpaired")
     ap.add_argument("--models-dir", type=Path, default=Path("runs/bench-adapt-models"))
     ap.add_argument("--keeps", default="0.25,0.5,0.75,1",
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
                                  lr=args.lr, anchor_weight=args.anchor_weight,
                                  relation_weight=args.relation_weight, anchor_camera=not args.free_camera,
-                                 threads=args.threads)
+                                 train_stages=args.train_stages, threads=args.threads)
         start = time.perf_counter()
         card = adapt(devtrain_files(camera), settings, ordinary, args.models_dir, force=True, echo=lambda _m: None)
         seconds, adapted = time.perf_counter() - start, str(card)
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = dict(chosen=chosen, gap=gap, gain=gain, gap_closed=gain / gap if gap > 0 else None, normal_lost=lost,
                    goal_met=gap > 0 and gain >= gap / 3 and lost <= 0.002, adapt_seconds=seconds,
                    ordinary=args.ordinary, free_camera=args.free_camera, relation_weight=args.relation_weight,
-                   epochs=args.epochs)
+                   train_stages=args.train_stages, epochs=args.epochs)
     if args.json:
         print(json.dumps(dict(rows={f"{m}|{d}": r for (m, d), r in rows.items()}, summary=summary)))
         return 0

@@ -46,7 +46,8 @@ FALSE_NEGATIVE_FAR = 1e-3
 class AdaptSettings:
     """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train;
     ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`);
-    ``anchor_camera`` False: the anchor holds only the ordinary faces (when there are any), the camera's are free."""
+    ``anchor_camera`` False: the anchor holds only the ordinary faces (when there are any), the camera's are free;
+    ``train_stages``: only that many of the network's stage groups learn, input side first (0: all)."""
 
     base: str
     name: str
@@ -59,6 +60,7 @@ class AdaptSettings:
     anchor_weight: float = 8.0
     relation_weight: float = 0.0
     anchor_camera: bool = True
+    train_stages: int = 0
     camera: float = 0.8
     keep: float = 1.0
     device: str = "auto"
@@ -99,7 +101,7 @@ def adapt_config(s: AdaptSettings, cache: str) -> TrainConfig:
                    + ([LossConfig(type="relation", weight=s.relation_weight)] if s.relation_weight else []),
             teacher=s.base, miner="none", memory_size=s.memory_size, false_negative_cos=limit,
         ),
-        optim=OptimConfig(lr=s.lr, weight_decay=5e-4, warmup_steps=50, min_lr_ratio=0.05),
+        optim=OptimConfig(lr=s.lr, weight_decay=5e-4, warmup_steps=50, min_lr_ratio=0.05, train_stages=s.train_stages),
         run=RunConfig(out=s.out, epochs=s.epochs, device=s.device, threads=s.threads, log_every=10),
         validation=ValidationConfig(lfw_root="none"),
     )

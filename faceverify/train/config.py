@@ -113,7 +113,8 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     """Optimiser and schedule. ``body_lr_scale`` multiplies the learning rate of every stage group but the last
-    (the embedding head); the first ``freeze_stages`` groups are not trained at all."""
+    (the embedding head); the first ``freeze_stages`` groups are not trained at all, and with ``train_stages``
+    only the first that many are (the input side: the rest, the head included, stay as they are)."""
 
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -121,6 +122,7 @@ class OptimConfig:
     momentum: float = 0.9
     body_lr_scale: float = 1.0
     freeze_stages: int = 0
+    train_stages: int = 0
     warmup_steps: int = 100
     min_lr_ratio: float = 0.01
     grad_clip: float = 5.0
@@ -195,6 +197,8 @@ class TrainConfig:
             fail("run.channels_last must be cuda, always or never")
         if self.optim.optimizer not in ("adamw", "sgd"):
             fail("optim.optimizer must be adamw or sgd")
+        if self.optim.freeze_stages < 0 or self.optim.train_stages < 0:
+            fail("optim.freeze_stages and optim.train_stages must be >= 0")
         if self.run.epochs < 1:
             fail("run.epochs must be at least 1")
 

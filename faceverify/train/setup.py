@@ -136,24 +136,28 @@ def teacher_embeddings(cfg: TrainConfig, cache: FaceCache, device: torch.device)
 
 def param_groups(network: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Optimiser groups per stage (``stage_groups()``): the first ``freeze_stages`` frozen, the body at
-    ``body_lr_scale``, the last stage at the full rate; no weight decay on 1-d parameters (norms, biases).
-    The last group is always the last stage's (``lr_scale`` 1)."""
+    ``body_lr_scale``, the last trained stage at the full rate; no weight decay on 1-d parameters (norms, biases).
+    With ``train_stages`` only the first that many groups train. The last group is always the last trained
+    stage's (``lr_scale`` 1)."""
     o = cfg.optim
     if hasattr(network, "stage_groups"):
         stages: list[list[nn.Parameter]] = network.stage_groups()
-    elif o.freeze_stages or o.body_lr_scale != 1.0:
-        raise FaceverifyError(f"{cfg.model.architecture} has no stage_groups(): freeze_stages/body_lr_scale unsupported")
+    elif o.freeze_stages or o.train_stages or o.body_lr_scale != 1.0:
+        raise FaceverifyError(f"{cfg.model.architecture} has no stage_groups(): "
+                              "freeze_stages/train_stages/body_lr_scale unsupported")
     else:
         stages = [list(network.parameters())]
-    if o.freeze_stages >= len(stages):
-        raise FaceverifyError(f"optim.freeze_stages={o.freeze_stages} would freeze all {len(stages)} stage groups")
+    trained = min(o.train_stages or len(stages), len(stages))
+    if o.freeze_stages >= trained:
+        raise FaceverifyError(f"optim.freeze_stages={o.freeze_stages} with train_stages={o.train_stages} would "
+                              f"freeze all {len(stages)} stage groups")
     groups: list[dict[str, Any]] = []
     for i, params in enumerate(stages):
-        if i < o.freeze_stages:
+        if not o.freeze_stages <= i < trained:
             for p in params:
                 p.requires_grad_(False)
             continue
-        scale = 1.0 if i == len(stages) - 1 else o.body_lr_scale
+        scale = 1.0 if i == trained - 1 else o.body_lr_scale
         for decay, chosen in ((o.weight_decay, [p for p in params if p.ndim > 1]), (0.0, [p for p in params if p.ndim <= 1])):
             if chosen:
                 groups.append(dict(params=chosen, lr=o.lr * scale, lr_scale=scale, weight_decay=decay, stage=i))
