@@ -248,7 +248,7 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     make_case("cuts", lfw_root, video, 2, FaceVerifier("edgeface-xxs").pipeline.detector, distractors=0, frames=90)
     models = tmp_path / "models"
     code = cli(["adapt", "--from", str(folder), "--from", str(video), "--out", "cam-test", "--model", "edgeface-xxs",
-                "--epochs", "1", "--keep", "0.5",
+                "--epochs", "1", "--keep", "0.5", "--train-stages", "4",
                 "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
                 "--threads", "2"])
     assert code == 0, capsys.readouterr()
@@ -277,6 +277,11 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     direct = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
     assert np.abs(reloaded.embed(crops) - direct).max() < 1e-5
     assert card["provenance"]["kept_share_of_adaptation"] == 0.5
+    assert card["provenance"]["trained_stage_groups"] == 4  # stem and stages 0-2 learnt; stage 3 and the head did not
+    learnt = {name for group in net.stage_groups()[:4] for p in group for name, q in net.named_parameters() if p is q}
+    before = base.network.state_dict()
+    assert all(torch.equal(v, before[k]) for k, v in trained.items() if k not in learnt)
+    assert any(not torch.equal(trained[k], before[k]) for k in learnt)
     net.load_state_dict(trained)
     whole = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
     moved, half = np.abs(whole - base.embed(crops)).max(), np.abs(reloaded.embed(crops) - base.embed(crops)).max()

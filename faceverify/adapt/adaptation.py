@@ -117,6 +117,7 @@ def adapt(
             no_face=int(len(listing.paths) - faces), sources=[str(Path(s)) for s in [*sources, *ordinary]][:20],
             videos=len(videos), video_tracks=len(tracks),
             kept_share_of_adaptation=settings.keep, camera_faces_anchored=settings.anchor_camera,
+            trained_stage_groups=settings.train_stages or "all",
         )
         new.evaluation["label_free"] = scores
 

@@ -171,6 +171,8 @@ def adapt(
     temperature: float = typer.Option(0.1, "--temperature", help="NT-Xent temperature."),
     memory: int = typer.Option(4096, "--memory", help="Memory bank of past embeddings used as negatives (0: none)."),
     anchor: float = typer.Option(8.0, "--anchor-weight", help="Weight of the pull toward the base model's embeddings."),
+    free_camera: bool = typer.Option(False, "--free-camera", help="Anchor only the --ordinary faces; the camera's answer to NT-Xent alone."),
+    train_stages: int = typer.Option(0, "--train-stages", min=0, help="Only this many stage groups of the network learn, input side first (0: all; EdgeFace: stem, four stages, head)."),
     keep: float = typer.Option(1.0, "--keep", min=0.0, max=1.0, help="Share of the change in weights the model keeps (the rest interpolated back toward the base)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory for checkpoints (default: runs/adapt-<out>)."),
     models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
@@ -192,7 +194,8 @@ def adapt(
         raise FaceverifyError("give the faces to adapt to: --from FILES/FOLDERS and/or --from-gallery GALLERY")
     settings = AdaptSettings(base=base, name=out, out=str(run or Path("runs") / f"adapt-{out}"), epochs=epochs,
                              batch_size=batch_size, lr=lr, temperature=temperature, memory_size=memory,
-                             anchor_weight=anchor, keep=keep, device=device, threads=threads)
+                             anchor_weight=anchor, anchor_camera=not free_camera, train_stages=train_stages,
+                             keep=keep, device=device, threads=threads)
     with ExitStack() as bars:
         card = run_adapt(faces, settings, list(ordinary or []), models, resume, force, typer.echo, _epoch_bars(bars))
     typer.echo(f"wrote {card}: uncalibrated; run `faceverify calibrate --model {out}` on labelled faces from this "
