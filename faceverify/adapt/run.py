@@ -144,8 +144,7 @@ class AdaptTrainer(Trainer):
         group_is_ordinary = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
         self.ordinary = group_is_ordinary[self.cache.labels[self.images.rows]]
         """Per training position: whether the face is an ordinary one."""
-        label_is_ordinary = np.zeros(int(self.images.labels.max()) + 1, bool)
-        label_is_ordinary[self.images.labels] = self.ordinary
+        label_is_ordinary = group_is_ordinary[np.unique(self.cache.labels[self.images.rows])]  # TrainImages' labels
         self.anchored = None if anchor_camera or not self.ordinary.any() else torch.from_numpy(label_is_ordinary)
         """Per batch label: whether the anchor holds its faces (None: every face is held)."""
 

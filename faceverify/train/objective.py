@@ -124,12 +124,12 @@ class Objective(nn.Module):
             if kind in TEACHER_LOSSES:
                 if teacher is None:
                     raise ValueError(f"a {kind} term needs the teacher's embeddings")
+                rows = anchored if kind == "distill" else plain
+                student, target = (embeddings, teacher) if rows is None else (embeddings[rows], teacher[rows])
                 if kind == "distill":
-                    rows = slice(None) if anchored is None else anchored
-                    value = distillation_loss(embeddings[rows], teacher[rows], spec.temperature)
+                    value = distillation_loss(student, target, spec.temperature)
                 else:
-                    rows = slice(None) if plain is None else plain
-                    value = relation_loss(embeddings[rows], teacher[rows])
+                    value = relation_loss(student, target)
             elif isinstance(term, losses.CrossBatchMemory):
                 value = term(embeddings, labels)
             elif kind == "ntxent":
