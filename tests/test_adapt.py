@@ -77,8 +77,7 @@ def test_positives_are_the_two_views_and_the_same_group(faces):
     assert torch.equal(crops[:8], crops[8:]) and torch.equal(teacher[:8], teacher[8:])
     views = trainer.augment(crops)
     assert (views[:8] - views[8:]).abs().mean() > 0.05  # the same faces, two different views
-    free = AdaptTrainer(adapt_config(settings, str(faces.dir)), echo=lambda _m: None, anchor_camera=False)
-    assert free.anchored_rows(labels) is None  # no ordinary face to hold instead: the anchor holds them all
+    assert trainer.anchored_rows(labels) is None  # no ordinary face to hold instead: the anchor holds them all
     a1, p, _, _ = lmu.get_all_pairs_indices(labels)
     pairs = {(int(a), int(b)) for a, b in zip(a1, p)}
     assert pairs == {(i, (i + 8) % 16) for i in range(16)}  # stills: each face's only positive is its other view
@@ -189,10 +188,10 @@ def test_ordinary_faces_are_marked_and_seen_a_third_time_as_they_are(faces, lfw_
     as_they_are = trainer.augment.normalise(crops)
     assert torch.equal(views[32:], as_they_are[32:])  # the third view is the face as it is
     assert (views[:32] - as_they_are[:32]).abs().mean() > 0.05  # the two others are augmented
-    assert trainer.anchored_rows(labels) is None  # by default the anchor holds every face
-    free = AdaptTrainer(adapt_config(settings, str(cache.dir)), echo=lambda _m: None, anchor_camera=False)
-    held = free.anchored_rows(labels)
+    held = trainer.anchored_rows(labels)  # by default the anchor holds the ordinary faces only, in all three views
     assert torch.equal(held, torch.from_numpy(np.r_[plain, plain, np.ones(plain.sum(), bool)]))
+    every = AdaptTrainer(adapt_config(settings, str(cache.dir)), echo=lambda _m: None, anchor_camera=True)
+    assert every.anchored_rows(labels) is None  # --anchor-camera: every face is held
     trainer.generator.manual_seed(5)
     two = trainer.views(crops[:32])  # a batch without ordinary faces: both views augmented, as train's are
     trainer.generator.manual_seed(5)
@@ -248,7 +247,7 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     make_case("cuts", lfw_root, video, 2, FaceVerifier("edgeface-xxs").pipeline.detector, distractors=0, frames=90)
     models = tmp_path / "models"
     code = cli(["adapt", "--from", str(folder), "--from", str(video), "--out", "cam-test", "--model", "edgeface-xxs",
-                "--epochs", "1", "--keep", "0.5", "--train-stages", "4",
+                "--epochs", "1", "--keep", "0.5",
                 "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
                 "--threads", "2"])
     assert code == 0, capsys.readouterr()
@@ -277,7 +276,7 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     direct = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
     assert np.abs(reloaded.embed(crops) - direct).max() < 1e-5
     assert card["provenance"]["kept_share_of_adaptation"] == 0.5
-    assert card["provenance"]["trained_stage_groups"] == 4  # stem and stages 0-2 learnt; stage 3 and the head did not
+    assert card["provenance"]["trained_stage_groups"] == 4  # by default the stem and stages 0-2 learn, not stage 3 or the head
     learnt = {name for group in net.stage_groups()[:4] for p in group for name, q in net.named_parameters() if p is q}
     before = base.network.state_dict()
     assert all(torch.equal(v, before[k]) for k, v in trained.items() if k not in learnt)

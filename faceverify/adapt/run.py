@@ -47,20 +47,22 @@ class AdaptSettings:
     """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train;
     ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`);
     ``anchor_camera`` False: the anchor holds only the ordinary faces (when there are any), the camera's are free;
-    ``train_stages``: only that many of the network's stage groups learn, input side first (0: all)."""
+    ``train_stages``: only that many of the network's stage groups learn, input side first (0: all).
+    The defaults are those of the benchmark run that met issue 18's goals (EdgeFace: the stem and stages 0-2 learn,
+    stage 3 and the head stay the base's; BENCHMARKS.md, "Camera adaptation")."""
 
     base: str
     name: str
     out: str
     epochs: int = 1
     batch_size: int = 64
-    lr: float = 5e-5
+    lr: float = 1.5e-4
     temperature: float = 0.1
     memory_size: int = 4096
-    anchor_weight: float = 8.0
+    anchor_weight: float = 16.0
     relation_weight: float = 0.0
-    anchor_camera: bool = True
-    train_stages: int = 0
+    anchor_camera: bool = False
+    train_stages: int = 4
     camera: float = 0.8
     keep: float = 1.0
     device: str = "auto"
@@ -139,7 +141,7 @@ class AdaptTrainer(Trainer):
     """A :class:`Trainer` over unlabelled faces: group batches, each face in two augmented views, and each
     ordinary face of the batch once more as it is (after the two views)."""
 
-    def __init__(self, *args, anchor_camera: bool = True, **kwargs):
+    def __init__(self, *args, anchor_camera: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         group_is_ordinary = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
         self.ordinary = group_is_ordinary[self.cache.labels[self.images.rows]]
