@@ -297,6 +297,20 @@ def _state(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / "last.safetensors"))
 
 
+def test_an_epoch_without_validation_says_why_when_lfw_was_not_found(cache: FaceCache, tmp_path: Path, monkeypatch):
+    from faceverify.train.loop import Trainer
+
+    monkeypatch.delenv("FACEVERIFY_LFW", raising=False)
+    said: dict[str, list[str]] = {}
+    for root in ("", "none"):
+        cfg = tiny_config(cache.dir, tmp_path / f"run-{root or 'find'}", validation=dict(lfw_root=root),
+                          run=dict(epochs=1, steps_per_epoch=1))
+        said[root] = []
+        Trainer(config_from_dict(cfg), echo=said[root].append).run()
+    assert any("no validation (LFW not found: set $FACEVERIFY_LFW" in m for m in said[""]), said[""]
+    assert any("no validation (the latest epoch" in m for m in said["none"]), said["none"]  # switched off: no hint
+
+
 def test_resume_continues_exactly(cache: FaceCache, tmp_path: Path):
     from faceverify.train.loop import Trainer
 

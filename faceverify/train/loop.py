@@ -262,7 +262,9 @@ class Trainer:
         self._log(dict(kind="epoch", epoch=epoch, global_step=self.state.global_step, validation=brief,
                        best_epoch=self.state.best_epoch, best_score=self.state.best_score))
         if report is None:
-            self.echo(f"epoch {epoch + 1}/{self.cfg.run.epochs}: no validation (the latest epoch is kept as best)")
+            v = self.cfg.validation
+            why = "" if v.lfw_root or v.pairs else "LFW not found: set $FACEVERIFY_LFW or validation.lfw_root; "
+            self.echo(f"epoch {epoch + 1}/{self.cfg.run.epochs}: no validation ({why}the latest epoch is kept as best)")
         else:
             best = self.state.best_epoch + 1 if self.state.best_epoch is not None else "-"
             self.echo(f"epoch {epoch + 1}/{self.cfg.run.epochs}: validation accuracy {score:.4f} "
