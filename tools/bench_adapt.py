@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keeps", default="0.25,0.5,0.75,1",
                     help="shares of the adaptation to measure (toward_base); one is chosen on pairsDevTrain")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="the adaptation's seed (batches, augmentations)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = AdaptSettings(base=args.base, name=args.name, out=f"runs/{args.name}", epochs=args.epochs,
                                  lr=args.lr, anchor_weight=args.anchor_weight,
                                  relation_weight=args.relation_weight, anchor_camera=not args.free_camera,
-                                 train_stages=args.train_stages, threads=args.threads)
+                                 train_stages=args.train_stages, threads=args.threads, seed=args.seed)
         start = time.perf_counter()
         card = adapt(devtrain_files(camera), settings, ordinary, args.models_dir, force=True, echo=lambda _m: None)
         seconds, adapted = time.perf_counter() - start, str(card)
