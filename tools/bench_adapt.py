@@ -82,10 +82,20 @@ def kept(adapted: Embedder, base: Embedder, keep: float) -> Embedder:
     return Embedder(adapted.card, network.eval(), adapted.device)
 
 
+NORMAL_LOSS_LIMIT = 0.002
+"""The issue's limit on normal accuracy lost: 0.2 points."""
+
+
+def within_limit(lost: float) -> bool:
+    """Whether ``lost`` (a difference of two accuracies) is at most the limit; the tolerance absorbs float
+    subtraction (0.994 - 0.992 is a hair above 0.002: two pairs of 1,000 are within the limit)."""
+    return lost <= NORMAL_LOSS_LIMIT + 1e-9
+
+
 def choose_keep(rows: dict, base: str, keeps: list[str]) -> str:
     """The variant chosen on pairsDevTrain, never on DevTest: the best camera-domain accuracy among those that
     lose at most 0.2 points of normal accuracy (the whole adaptation when none does)."""
-    allowed = [k for k in keeps if rows[base, "normal"]["devtrain"] - rows[k, "normal"]["devtrain"] <= 0.002]
+    allowed = [k for k in keeps if within_limit(rows[base, "normal"]["devtrain"] - rows[k, "normal"]["devtrain"])]
     return max(allowed, key=lambda k: (rows[k, "camera"]["devtrain"], float(k.split("keep ")[-1]))) if allowed \
         else keeps[-1]
 
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     gain = rows[chosen, "camera"]["devtest"] - rows[args.base, "camera"]["devtest"]
     lost = rows[args.base, "normal"]["devtest"] - rows[chosen, "normal"]["devtest"]
     summary = dict(chosen=chosen, gap=gap, gain=gain, gap_closed=gain / gap if gap > 0 else None, normal_lost=lost,
-                   goal_met=gap > 0 and gain >= gap / 3 and lost <= 0.002, adapt_seconds=seconds,
+                   goal_met=gap > 0 and gain >= gap / 3 and within_limit(lost), adapt_seconds=seconds,
                    ordinary=args.ordinary, free_camera=args.free_camera, relation_weight=args.relation_weight,
                    train_stages=args.train_stages, epochs=args.epochs)
     if args.json:
