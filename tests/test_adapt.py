@@ -19,7 +19,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from faceverify.adapt.adaptation import adapt_cache_dir
 from faceverify.adapt.faces import ORDINARY, list_faces, prepare_faces
-from faceverify.adapt.run import AdaptSettings, AdaptTrainer, GroupBatches, adapt_config, toward_base
+from faceverify.adapt.run import AdaptTrainer, GroupBatches, adapt_config, toward_base
+from faceverify.adapt.settings import AdaptSettings
 from faceverify.cli import run as cli
 from faceverify.embed import Embedder, resolve_card
 from faceverify.pipeline import FacePipeline

@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 
 from faceverify.adapt.adaptation import adapt
-from faceverify.adapt.run import AdaptSettings, toward_base
+from faceverify.adapt.run import toward_base
+from faceverify.adapt.settings import AdaptSettings
 from faceverify.embed import Embedder
 from faceverify.eval.evaluate import evaluate_identification, evaluate_lfw
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_people

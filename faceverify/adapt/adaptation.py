@@ -25,7 +25,8 @@ from ..train.loop import Progress
 from ..train.prepare import Listing, keyed_cache_dir
 from .faces import list_faces, prepare_faces, video_sources
 from .video import track_faces
-from .run import AdaptSettings, AdaptTrainer, adapt_config, toward_base
+from .run import AdaptTrainer, adapt_config, toward_base
+from .settings import AdaptSettings
 
 SCORE_FACES = 512
 

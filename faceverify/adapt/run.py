@@ -16,7 +16,6 @@ Export can keep only part of the way travelled (:func:`toward_base`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -37,37 +36,10 @@ from ..train.config import (
 from ..train.data import _seed
 from ..train.loop import Trainer
 from .faces import ORDINARY
+from .settings import AdaptSettings
 
 FALSE_NEGATIVE_FAR = 1e-3
 """A negative pair the base model scores at or above its threshold for this FAR is left out."""
-
-
-@dataclass
-class AdaptSettings:
-    """What `faceverify adapt` is told: the base model, the new name and how long and how hard to train;
-    ``keep``: the share of the change in weights that the exported model keeps (:func:`toward_base`);
-    ``anchor_camera`` False: the anchor holds only the ordinary faces (when there are any), the camera's are free;
-    ``train_stages``: only that many of the network's stage groups learn, input side first (0: all).
-    The defaults are those of the benchmark run that met issue 18's goals (EdgeFace: the stem and stages 0-2 learn,
-    stage 3 and the head stay the base's; BENCHMARKS.md, "Camera adaptation")."""
-
-    base: str
-    name: str
-    out: str
-    epochs: int = 1
-    batch_size: int = 64
-    lr: float = 1.5e-4
-    temperature: float = 0.1
-    memory_size: int = 4096
-    anchor_weight: float = 16.0
-    relation_weight: float = 0.0
-    anchor_camera: bool = False
-    train_stages: int = 4
-    camera: float = 0.8
-    keep: float = 1.0
-    device: str = "auto"
-    threads: int = 0
-    seed: int = 0
 
 
 def toward_base(base: dict[str, torch.Tensor], keep: float) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
@@ -141,7 +113,7 @@ class AdaptTrainer(Trainer):
     """A :class:`Trainer` over unlabelled faces: group batches, each face in two augmented views, and each
     ordinary face of the batch once more as it is (after the two views)."""
 
-    def __init__(self, *args, anchor_camera: bool = False, **kwargs):
+    def __init__(self, *args, anchor_camera: bool = AdaptSettings.anchor_camera, **kwargs):
         super().__init__(*args, **kwargs)
         group_is_ordinary = np.asarray([n.startswith(ORDINARY) for n in self.cache.names])
         self.ordinary = group_is_ordinary[self.cache.labels[self.images.rows]]

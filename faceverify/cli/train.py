@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 
+from ..adapt.settings import AdaptSettings
 from ..errors import FaceverifyError
 from .options import app, progress_bar
 
@@ -165,25 +166,24 @@ def adapt(
     from_gallery: Optional[str] = typer.Option(None, "--from-gallery", help="Also the faces a gallery (file or postgresql:// URL) kept at enrolment, without their names."),
     out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),
-    epochs: int = typer.Option(1, "--epochs", help="Passes over the faces."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Faces per step (each seen in two views)."),
-    lr: float = typer.Option(1.5e-4, "--lr", help="Learning rate (AdamW, warm-up then cosine decay)."),
-    temperature: float = typer.Option(0.1, "--temperature", help="NT-Xent temperature."),
-    memory: int = typer.Option(4096, "--memory", help="Memory bank of past embeddings used as negatives (0: none)."),
-    anchor: float = typer.Option(16.0, "--anchor-weight", help="Weight of the pull toward the base model's embeddings."),
-    free_camera: bool = typer.Option(True, "--free-camera/--anchor-camera", help="Anchor only the --ordinary faces (the camera's answer to NT-Xent alone), or every face (when no --ordinary faces are given, every face is anchored either way)."),
-    train_stages: int = typer.Option(4, "--train-stages", min=0, help="Only this many stage groups of the network learn, input side first (0: all; EdgeFace: stem, four stages, head; the default 4 leaves its last stage and head as they are)."),
-    keep: float = typer.Option(1.0, "--keep", min=0.0, max=1.0, help="Share of the change in weights the model keeps (the rest interpolated back toward the base)."),
+    epochs: int = typer.Option(AdaptSettings.epochs, "--epochs", help="Passes over the faces."),
+    batch_size: int = typer.Option(AdaptSettings.batch_size, "--batch-size", help="Faces per step (each seen in two views)."),
+    lr: float = typer.Option(AdaptSettings.lr, "--lr", help="Learning rate (AdamW, warm-up then cosine decay)."),
+    temperature: float = typer.Option(AdaptSettings.temperature, "--temperature", help="NT-Xent temperature."),
+    memory: int = typer.Option(AdaptSettings.memory_size, "--memory", help="Memory bank of past embeddings used as negatives (0: none)."),
+    anchor: float = typer.Option(AdaptSettings.anchor_weight, "--anchor-weight", help="Weight of the pull toward the base model's embeddings."),
+    free_camera: bool = typer.Option(not AdaptSettings.anchor_camera, "--free-camera/--anchor-camera", help="Anchor only the --ordinary faces (the camera's answer to NT-Xent alone), or every face (when no --ordinary faces are given, every face is anchored either way)."),
+    train_stages: int = typer.Option(AdaptSettings.train_stages, "--train-stages", min=0, help="Only this many stage groups of the network learn, input side first (0: all; EdgeFace: stem, four stages, head; the default 4 leaves its last stage and head as they are)."),
+    keep: float = typer.Option(AdaptSettings.keep, "--keep", min=0.0, max=1.0, help="Share of the change in weights the model keeps (the rest interpolated back toward the base)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory for checkpoints (default: runs/adapt-<out>)."),
     models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
-    device: str = typer.Option("auto", "--device", help="torch device (auto: CUDA when available)."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0: torch's default)."),
+    device: str = typer.Option(AdaptSettings.device, "--device", help="torch device (auto: CUDA when available)."),
+    threads: int = typer.Option(AdaptSettings.threads, "--threads", help="CPU threads for torch (0: torch's default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
 ) -> None:
     """Adapt a model to a camera from faces nobody labelled (NT-Xent over augmented views, anchored to the base)."""
     from ..adapt.adaptation import adapt as run_adapt
-    from ..adapt.run import AdaptSettings
     from ..embed import resolve_card
 
     base = model or resolve_card(None)[0].name
