@@ -75,6 +75,28 @@ def test_parity_with_the_authors_int8_model_on_lfw_faces(name, parity_crops):
     recorded = resolve_card(name)[0].provenance["parity"]
     if check["engine"] == recorded["engine"]:
         assert abs(check["mean_cosine"] - recorded["mean_cosine"]) < 1e-3, (check, recorded)
+    # the record the card keeps: every layer the reference's arithmetic, and the reference no nearer to itself
+    assert check["per_layer"]["rounded"]["lowest_mean_cosine"] >= importer.LAYER_MIN_MEAN
+    assert check["per_layer"]["float"]["lowest_mean_cosine"] < 1 - 1e-4  # the rounding itself does show per layer
+    assert check["reference_self"]["mean_cosine"] < 0.99, check  # why 0.999 end to end cannot be asked
+    assert check["ours_self"]["min_cosine"] > 0.99999, check
+
+
+def test_parity_fails_a_wrongly_mapped_layer(parity_crops):
+    """One linear whose output rows are shuffled (a mapping slip an importer could make) fails the layer check and
+    the end-to-end floor."""
+    name = "edgeface-xxs"
+    state = checkpoint(name)
+    torch.set_num_threads(1)
+    network = Embedder.load(name, "cpu").network
+    layer = network.model.stages[2].blocks[0].mlp.fc2
+    with torch.no_grad():
+        order = torch.randperm(layer.out_features, generator=torch.Generator().manual_seed(0))
+        layer.weight.copy_(layer.weight[order])
+        layer.bias.copy_(layer.bias[order])
+    check = importer.parity(network, importer.reference_model(importer.MODELS[name][2], state), parity_crops[:16])
+    failed = importer.parity_failures(check)
+    assert len(failed) == 2 and "stages.2.blocks.0.mlp.fc2" in failed[1], failed
 
 
 @pytest.fixture(scope="module")

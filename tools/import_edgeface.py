@@ -8,12 +8,20 @@ quantised to int8) is checked against the sha256 that ``../shared/weights/README
 ``torch.load(weights_only=True)`` (nothing is unpickled), and its int8 linear weights are dequantised into the
 float network of :mod:`faceverify.networks.edgeface`. Parity: the float network and the authors' quantised model
 (rebuilt with ``torch.ao.quantization.quantize_dynamic`` and loaded from the same checkpoint) embed 200 LFW faces
-(pairsDevTest images, YuNet's centre face aligned onto the ArcFace template), one face per call. Each quantised
-linear, fed the input ours gets, must agree with ours to a mean cosine >= 0.995, and the embeddings to >= 0.95:
-the reference rounds every linear's input to int8 (7 bits on x86), which over 43 layers leaves XS at 0.972 on
-x86 (0.994 on qnnpack), so the 0.999 first asked for cannot be met by any float import. Otherwise the tool
-stops with exit 1 and writes nothing. The record goes into the card; a card already there for the same weights
-keeps its calibration, evaluation and ONNX export.
+(pairsDevTest images, YuNet's centre face aligned onto the ArcFace template), one face per call.
+
+- Layer by layer, the mapping must be exact: each quantised linear, fed the input ours gets, must equal ours fed
+  that input rounded to int8 as the reference rounds it (per tensor, 7 bits on x86's reduce_range, 8 on qnnpack):
+  lowest mean cosine >= 0.99999 (measured 1.000000; the float layer without that rounding is recorded beside it).
+- End to end, ours must be as near the reference as the reference is to itself: the reference's embeddings of
+  the same faces with the input moved by noise of 1e-4 (1/80 of a grey level) agree with its own to a mean
+  cosine of only 0.967 (XS) / 0.950 (XXS), while ours moves by less than 1e-6; every int8 rounding that such a
+  shift flips compounds over 31-43 layers. Ours against the reference must reach that floor less 0.01
+  (measured 0.971 / 0.962). The 0.999 first asked for is above the reference's own reproducibility, so no import
+  can meet it; a wrong mapping or front end falls far below the floor.
+
+Otherwise the tool stops with exit 1 and writes nothing. The record goes into the card; a card already there for
+the same weights keeps its calibration, evaluation and ONNX export.
 """
 
 from __future__ import annotations
@@ -50,12 +58,15 @@ MODELS = {
                      "edgeface_xxs", "edgenext_xx_small"),
 }
 PARITY_FACES = 200
-LAYER_MIN_MEAN = 0.995
-"""Each quantised linear, on the same input, against ours: what int8 rounding of its input alone leaves (measured
-0.9978 at the lowest layer of XS on x86)."""
-END_TO_END_MIN_MEAN = 0.95
-"""Whole network: 43 layers of int8 activations add up (XS measured 0.972 on x86, 0.994 on qnnpack, which does
-not halve the activation range); a wrong mapping or front end gives far less."""
+LAYER_MIN_MEAN = 0.99999
+"""Each quantised linear against ours fed the same input rounded as the reference rounds it: the same arithmetic
+(measured 1.000000 at every layer of both models)."""
+NOISE_STD = 1e-4
+"""The input shift (normalised pixels, where one grey level is 1 / 127.5) that measures the reference's own
+reproducibility."""
+FLOOR_MARGIN = 0.01
+"""How far below the reference's agreement with itself ours may fall end to end (XS sits 0.004 above its floor,
+XXS 0.012)."""
 EMBEDDING_SIZE = 512
 
 
@@ -107,56 +118,89 @@ def parity_crops(root: Path, count: int = PARITY_FACES) -> np.ndarray:
     return np.stack(crops)
 
 
-def embed(network: nn.Module, crops: np.ndarray) -> np.ndarray:
-    """L2-normalised embeddings of uint8 crops, normalised as the card says (``x / 127.5 - 1``), one face at a
-    time (dynamic quantisation scales each batch's activations together: one face per batch is how it is used)."""
+def network_input(crops: np.ndarray) -> torch.Tensor:
+    """uint8 RGB crops (N x S x S x 3) normalised as the card says (``x / 127.5 - 1``), N x 3 x S x S."""
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def embed(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """L2-normalised embeddings of network inputs, one face at a time (dynamic quantisation scales each batch's
+    activations together: one face per batch is how it is used)."""
     with torch.inference_mode():
-        z = torch.cat([network(x[i : i + 1]) for i in range(len(x))])
-    return torch.nn.functional.normalize(z, dim=1).numpy()
+        return torch.nn.functional.normalize(torch.cat([network(x[i : i + 1]) for i in range(len(x))]), dim=1)
 
 
-def layer_parity(float_net: nn.Module, reference: nn.Module, crops: np.ndarray) -> dict[str, float]:
+def rounded_like_reference(x: torch.Tensor, engine: str) -> torch.Tensor:
+    """``x`` rounded as a dynamically quantised linear rounds its input: to uint8 with one scale and zero point
+    for the whole tensor from its range, in 7 bits where the engine halves the range (every engine but qnnpack)."""
+    reduce_range = engine != "qnnpack"
+    scale, zero_point = torch._choose_qparams_per_tensor(x, reduce_range)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 127 if reduce_range else 255)
+
+
+def layer_parity(float_net: nn.Module, reference: nn.Module, x: torch.Tensor, engine: str) -> dict:
     """Each quantised linear of ``reference`` against ours on the very input ours receives (forward hooks): the
-    mean cosine of the two outputs per face, the lowest of the layers and the layer it is."""
+    mean cosine over faces of the two outputs, with ours fed that input rounded as the reference rounds it
+    (``rounded``: the same arithmetic) and as it is (``float``: what the rounding alone changes); the lowest of
+    the layers of each, and the layer it is."""
     theirs = dict(reference.named_modules())
-    cosines: dict[str, list[torch.Tensor]] = {}
+    cosines: dict[str, dict[str, list[torch.Tensor]]] = {"rounded": {}, "float": {}}
 
     def hook(name: str):
         def compare(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-            other = theirs[name](inputs[0])
-            cos = torch.nn.functional.cosine_similarity(output.flatten(1), other.flatten(1), dim=1)
-            cosines.setdefault(name, []).append(cos)
+            other = theirs[name](inputs[0]).flatten(1)
+            rounded = nn.functional.linear(rounded_like_reference(inputs[0], engine), module.weight, module.bias)
+            rounded = rounded.flatten(1)
+            for kind, ours in (("rounded", rounded), ("float", output.flatten(1))):
+                cosines[kind].setdefault(name, []).append(torch.nn.functional.cosine_similarity(ours, other, dim=1))
         return compare
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in float_net.named_modules() if isinstance(m, nn.Linear)]
+    linears = [(n, m) for n, m in float_net.named_modules() if isinstance(m, nn.Linear)]
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears]
     try:
-        embed(float_net, crops)
+        embed(float_net, x)
     finally:
         for h in handles:
             h.remove()
-    means = {n: float(torch.cat(c).mean()) for n, c in cosines.items()}
-    worst = min(means, key=means.__getitem__)
-    return dict(layers=len(means), lowest_mean_cosine=round(means[worst], 6), lowest_layer=worst)
+    record: dict = dict(layers=len(linears))
+    for kind, per_layer in cosines.items():
+        means = {n: float(torch.cat(c).mean()) for n, c in per_layer.items()}
+        worst = min(means, key=means.__getitem__)
+        record[kind] = dict(lowest_mean_cosine=round(means[worst], 6), lowest_layer=worst)
+    return record
+
+
+def noise_floor(network: nn.Module, x: torch.Tensor, std: float = NOISE_STD) -> dict:
+    """How well a network reproduces itself: mean and lowest cosine between its embeddings of ``x`` and of ``x``
+    plus Gaussian noise of ``std`` (seeded)."""
+    noise = std * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    cos = (embed(network, x) * embed(network, x + noise)).sum(1)
+    return dict(input_noise_std=std, mean_cosine=round(float(cos.mean()), 6), min_cosine=round(float(cos.min()), 6))
 
 
 def parity(float_net: nn.Module, reference: nn.Module, crops: np.ndarray) -> dict:
-    """Our float network against the authors' int8 one on the same crops: end to end (mean and lowest cosine
-    of the embeddings) and layer by layer (:func:`layer_parity`), with the quantised engine used."""
-    cos = (embed(float_net, crops) * embed(reference, crops)).sum(1)
+    """Our float network against the authors' int8 one on the same crops: end to end (mean and lowest cosine of
+    the embeddings), each network against itself under input noise (:func:`noise_floor`) and layer by layer
+    (:func:`layer_parity`), with the quantised engine used."""
+    engine, x = torch.backends.quantized.engine, network_input(crops)
+    cos = (embed(float_net, x) * embed(reference, x)).sum(1)
     return dict(faces=len(crops), mean_cosine=round(float(cos.mean()), 6), min_cosine=round(float(cos.min()), 6),
-                per_layer=layer_parity(float_net, reference, crops), engine=torch.backends.quantized.engine)
+                reference_self=noise_floor(reference, x), ours_self=noise_floor(float_net, x),
+                per_layer=layer_parity(float_net, reference, x, engine), engine=engine)
 
 
 def parity_failures(check: dict) -> list[str]:
     """What of :func:`parity`'s record is below the required cosines (empty when it passes)."""
     failed = []
-    if check["mean_cosine"] < END_TO_END_MIN_MEAN:
-        failed.append(f"mean cosine to the int8 reference {check['mean_cosine']} < {END_TO_END_MIN_MEAN}")
-    layer = check["per_layer"]
+    floor = check["reference_self"]["mean_cosine"] - FLOOR_MARGIN
+    if check["mean_cosine"] < floor:
+        failed.append(f"mean cosine to the int8 reference {check['mean_cosine']} < {floor:.6f} (its agreement with "
+                      f"itself under input noise, less {FLOOR_MARGIN})")
+    layer = check["per_layer"]["rounded"]
     if layer["lowest_mean_cosine"] < LAYER_MIN_MEAN:
-        failed.append(f"layer {layer['lowest_layer']}: mean cosine {layer['lowest_mean_cosine']} < {LAYER_MIN_MEAN}")
+        failed.append(f"layer {layer['lowest_layer']}: mean cosine {layer['lowest_mean_cosine']} < {LAYER_MIN_MEAN} "
+                      "on the input rounded as the reference rounds it")
     return failed
 
 
@@ -184,10 +228,13 @@ def card_for(name: str, checkpoint: str, sha256: str, architecture: str, timm_na
                        "other tensor as released",
             parity=dict(check, reference="the authors' int8 model: quantize_dynamic({nn.Linear}, qint8) + the "
                         "checkpoint", faces_from="LFW pairsDevTest images (sorted), YuNet centre face, ArcFace template",
-                        required=dict(mean_cosine=END_TO_END_MIN_MEAN, per_layer_mean_cosine=LAYER_MIN_MEAN),
-                        why_not_0_999="the reference quantises every linear's input to int8 on each call (x86/fbgemm: "
-                        f"7 bits, reduce_range); our float32 network does not, and the difference adds up over "
-                        f"{check['per_layer']['layers']} layers; the weights themselves are the int8 values exactly"),
+                        required=dict(per_layer_rounded_mean_cosine=LAYER_MIN_MEAN,
+                                      mean_cosine="reference_self.mean_cosine - " + str(FLOOR_MARGIN)),
+                        why_not_0_999="the reference rounds every linear's input to int8 on each call (x86/fbgemm: "
+                        "7 bits, reduce_range); a shift of the input far below one grey level flips some of those "
+                        "roundings, and over the layers they compound: the reference agrees with itself only to "
+                        "reference_self.mean_cosine. Ours computes each layer exactly as the reference does "
+                        "(per_layer.rounded) without the rounding, and the weights are the int8 values exactly"),
             importer="python tools/import_edgeface.py",
         ),
         notes="EdgeFace (EdgeNeXt from timm with a 512-d head), the authors' int8 release dequantised to float32. "
