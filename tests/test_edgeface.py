@@ -139,11 +139,42 @@ def test_lfw_variants_degrade_the_image_around_the_same_face(dlib_geometry_cache
     from faceverify.images import load_image
     from tools.lfw_variants import LOW_RES_WIDTH, VARIANTS
 
-    image, box = load_image(dlib_geometry_cache.absolute_paths()[0]), dlib_geometry_cache.boxes[0]
-    grey, tight, low = (VARIANTS[v](image, box) for v in ("greyscale", "tight", "low-res"))
+    cache = dlib_geometry_cache
+    image, box, marks = load_image(cache.absolute_paths()[0]), cache.boxes[0], cache.landmarks[0]
+    grey, tight, low = (VARIANTS[v](image, box, marks) for v in ("greyscale", "tight", "low-res"))
     assert grey.shape == image.shape and (grey[..., 0] == grey[..., 2]).all()
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     assert tight[: max(0, y1)].max() == 0 and np.array_equal(tight[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2],
                                                              image[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2])
     assert low.shape == image.shape and np.abs(low.astype(int) - image).mean() > 2  # detail lost at 28 px
     assert box[2] - box[0] > LOW_RES_WIDTH
+    assert all(np.array_equal(VARIANTS[v](image, None, None), image) for v in ("sunglasses", "shadow", "mask"))
+
+
+def test_occlusion_and_light_variants_change_the_part_of_the_face_they_name(dlib_geometry_cache):
+    """Sunglasses darken both eyes and leave the mouth corners; a mask covers the nose tip and the mouth and leaves
+    the eyes; side light darkens the image left of the nose to a quarter and leaves the right."""
+    from faceverify.images import load_image
+    from tools.lfw_variants import VARIANTS
+
+    cache = dlib_geometry_cache
+    for row in range(len(cache.paths)):
+        image, box, marks = load_image(cache.absolute_paths()[row]), cache.boxes[row], cache.landmarks[row]
+        eye_d = float(np.linalg.norm(marks[1] - marks[0]))
+
+        def patch(img: np.ndarray, point: np.ndarray) -> np.ndarray:
+            r = max(1, int(0.1 * eye_d))
+            x, y = int(round(point[0])), int(round(point[1]))
+            return img[y - r : y + r + 1, x - r : x + r + 1].astype(int)
+
+        glasses, masked, lit = (VARIANTS[v](image, box, marks) for v in ("sunglasses", "mask", "shadow"))
+        for eye in marks[:2]:
+            assert patch(glasses, eye).max() <= 20 and np.array_equal(patch(masked, eye), patch(image, eye))
+        for point in marks[3:]:
+            assert np.array_equal(patch(glasses, point), patch(image, point))
+        for point in marks[2:]:
+            assert (np.abs(patch(masked, point) - (170, 200, 230)) <= 1).all()
+        nose_x = int(round(marks[2][0]))
+        far_left, far_right = max(0, nose_x - int(eye_d)), min(image.shape[1] - 1, nose_x + int(eye_d))
+        assert np.allclose(lit[:, far_left].astype(int), image[:, far_left] * 0.25, atol=1)
+        assert np.array_equal(lit[:, far_right], image[:, far_right])

@@ -418,3 +418,26 @@ def test_pair_costs_bootstrap_interval_of_an_auc_difference() -> None:
     perfect = same + rng.uniform(0, 0.5, 400)
     low, high = auc_difference_interval(same, base, perfect, 200)
     assert 0.0 < low <= 1.0 - auc(base, same) <= high
+
+
+def test_paired_comparison_counts_the_pairs_each_model_alone_decides_right() -> None:
+    """compare_models --against: the k-fold decisions pair by pair (their mean is the k-fold accuracy) and the
+    exact McNemar test of the pairs where two models disagree."""
+    from tools.compare_models import kfold_decisions, paired_against
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat([True, False], 100)
+    folds = np.arange(200) % 10
+    good = np.where(labels, 0.7, 0.2) + rng.normal(0, 0.1, 200)
+    accuracy, right = kfold_decisions(good, labels, folds)
+    assert right.shape == (200,) and accuracy == pytest.approx(right.mean())
+    worse = good.copy()
+    flipped = np.flatnonzero(right)[:10]  # ten pairs it got right, pushed across to the wrong side
+    worse[flipped] = np.where(labels[flipped], -1.0, 2.0)
+    _, worse_right = kfold_decisions(worse, labels, folds)
+    rows = [dict(model="a", kfold=accuracy), dict(model="b", kfold=worse_right.mean())]
+    paired_against(rows, {("a", "kfold"): right, ("b", "kfold"): worse_right}, "a")
+    b = rows[1]["paired"]["kfold"]
+    assert rows[1]["paired"]["against"] == "a" and rows[0]["paired"]["kfold"] == dict(better=0, worse=0, p=1.0)
+    assert b["worse"] >= 10 and b["worse"] - b["better"] == round(200 * (accuracy - worse_right.mean()))
+    assert b["p"] < 0.01

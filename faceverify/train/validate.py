@@ -25,7 +25,8 @@ from ..pipeline import FaceEmbedding, FacePipeline, Fallback, ImageResult
 from .prepare import FACE, NO_FACE, FaceCache
 
 
-ImageTransform = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+ImageTransform = Callable[[np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
+"""``(image, box, landmarks)`` -> image; box and landmarks are None for an image without a detection."""
 
 
 class CachedFrontEnd:
@@ -33,8 +34,9 @@ class CachedFrontEnd:
     geometry differs, the live pipeline elsewhere.
 
     Results are remembered per (path, face, fallback): the network must not change during the object's life
-    (make a new one after a training step). ``transform(image, box)`` (box None without a detection), when given,
-    changes each cached image before its detection is aligned (evaluation on degraded copies, same detections).
+    (make a new one after a training step). ``transform(image, box, landmarks)`` (both None without a detection),
+    when given, changes each cached image before its detection is aligned (evaluation on degraded copies, same
+    detections).
     """
 
     def __init__(self, embedder: Embedder, caches: Sequence[FaceCache], transform: ImageTransform | None = None):
@@ -69,9 +71,10 @@ class CachedFrontEnd:
         if has_crops:
             return cache.crops(size)[row]
         image = load_image(cache.root / cache.paths[row])
+        found = cache.status[row] == FACE
         if self._transform is not None:
-            image = self._transform(image, cache.boxes[row] if cache.status[row] == FACE else None)
-        if cache.status[row] == FACE:
+            image = self._transform(image, cache.boxes[row] if found else None, cache.landmarks[row] if found else None)
+        if found:
             template = landmark_template(cache.detector_kind, self._template)
             return align_face(image, cache.landmarks[row].astype(np.float64), template, size)
         return center_crop(image, size)
