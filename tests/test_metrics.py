@@ -441,3 +441,13 @@ def test_paired_comparison_counts_the_pairs_each_model_alone_decides_right() -> 
     assert rows[1]["paired"]["against"] == "a" and rows[0]["paired"]["kfold"] == dict(better=0, worse=0, p=1.0)
     assert b["worse"] >= 10 and b["worse"] - b["better"] == round(200 * (accuracy - worse_right.mean()))
     assert b["p"] < 0.01
+
+
+def test_pair_costs_leaves_out_the_pairs_named_and_refuses_unknown_ones() -> None:
+    from tools.pair_costs import excluded
+
+    pairs = [("a_1.jpg", "a_2.jpg"), ("a_1.jpg", "b_1.jpg"), ("c_1.jpg", "c_2.jpg")]
+    assert excluded(pairs, ["c_2.jpg/c_1.jpg"]).tolist() == [True, True, False]  # either order
+    assert excluded(pairs, []).all()
+    with pytest.raises(SystemExit, match="no such pair"):
+        excluded(pairs, ["a_1.jpg/c_1.jpg"])

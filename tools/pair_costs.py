@@ -2,7 +2,7 @@
 
     faceverify evaluate lfw --protocol devtest --model dlib-resnet-v1 --scores dlib.csv
     faceverify evaluate lfw --protocol devtest --model edgeface-xxs --scores xxs.csv
-    python tools/pair_costs.py dlib.csv xxs.csv [--worst 5] [--bootstrap 2000] [--json]
+    python tools/pair_costs.py dlib.csv xxs.csv [--worst 5] [--bootstrap 2000] [--exclude A.jpg/B.jpg ...] [--json]
 
 AUC is the fraction of (genuine, impostor) pairs ordered right (ties count 1/2), so each pair's share of the
 loss is exact: each wrongly ordered (genuine, impostor) couple is charged half to each of its two pairs, so a
@@ -65,12 +65,25 @@ def auc_difference_interval(same: np.ndarray, base: np.ndarray, other: np.ndarra
     return float(low), float(high)
 
 
+def excluded(pairs: list[tuple[str, str]], wanted: list[str]) -> np.ndarray:
+    """Mask of the pairs to keep: all but those named ``A/B`` (either order) in ``wanted``."""
+    index = {frozenset(p): k for k, p in enumerate(pairs)}
+    keep = np.ones(len(pairs), bool)
+    for name in wanted:
+        key = frozenset(name.split("/"))
+        if key not in index:
+            raise SystemExit(f"--exclude {name}: no such pair in the files")
+        keep[index[key]] = False
+    return keep
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scores", nargs="+", type=Path, help="--scores CSV files, one per model (named by file stem)")
     ap.add_argument("--worst", type=int, default=5, help="pairs listed per model")
     ap.add_argument("--bootstrap", type=int, default=0, metavar="N",
                     help="95%% paired-bootstrap interval of each model's AUC minus the first's (N resamples)")
+    ap.add_argument("--exclude", action="append", default=[], metavar="A/B", help="leave this pair out (repeatable)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     runs = {p.stem: read_scores(p) for p in args.scores}
@@ -78,6 +91,9 @@ def main() -> None:
     for name, (other_pairs, other_same, _) in rest:
         if other_pairs != pairs or not np.array_equal(other_same, same):
             raise SystemExit(f"{args.scores[list(runs).index(name)]}: holds other pairs than {first_name}'s file")
+    kept = excluded(pairs, args.exclude)
+    pairs, same = [p for p, k in zip(pairs, kept) if k], same[kept]
+    runs = {n: (pairs, same, s[kept]) for n, (_, _, s) in runs.items()}
     costs = {name: pair_costs(same, s) for name, (_, _, s) in runs.items()}
     for name, (_, _, s) in runs.items():  # the exact decomposition is the check that the scores are sane
         if not np.isclose(costs[name].sum(), 1 - auc(s, same), atol=1e-9):
@@ -87,6 +103,7 @@ def main() -> None:
     keep[listed] = False
     result = {
         "pairs": len(pairs),
+        "excluded": args.exclude,
         "auc": {n: auc(s, same) for n, (_, _, s) in runs.items()},
         "auc_without_listed": {n: auc(s[keep], same[keep]) for n, (_, _, s) in runs.items()},
         "listed": [dict(a=pairs[k][0], b=pairs[k][1], same=bool(same[k]),
@@ -101,7 +118,8 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     names = list(runs)
-    print(f"{len(pairs)} pairs; the {args.worst} costliest of each model: {len(listed)} pairs")
+    left_out = f" ({len(args.exclude)} excluded)" if args.exclude else ""
+    print(f"{len(pairs)} pairs{left_out}; the {args.worst} costliest of each model: {len(listed)} pairs")
     print("| pair | same | " + " | ".join(f"{n} score (AUC cost)" for n in names) + " |")
     print("| --- | --- | " + " | ".join("---:" for _ in names) + " |")
     for row in result["listed"]:
