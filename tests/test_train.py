@@ -215,6 +215,24 @@ def test_augmentation_on_the_batch(cache: FaceCache):
     assert torch.allclose(mirrored(crops), plain.normalise(crops).flip(-1), atol=1e-3)
 
 
+def test_side_light_darkens_one_side_of_the_face_and_leaves_the_other():
+    """light=1: every crop keeps its full brightness on one side of an edge and a gain in light_gain on the other
+    (a ratio to the plain crop that is 1 at one edge column and at most the largest gain at the other); on
+    evenly grey crops, so that the ratio is the light alone."""
+    crops = torch.full((8, SIZE, SIZE, 3), 200, dtype=torch.uint8)
+    off = AugmentConfig(flip=0, scale=0, shift=0, rotate=0, brightness=0, contrast=0, saturation=0, grayscale=0,
+                        blur=0, erase=0)
+    unit = ((0.0,) * 3, (1.0,) * 3)
+    plain = BatchAugment(off, *unit, torch.Generator().manual_seed(0))(crops)
+    lit = BatchAugment(replace(off, light=1.0, light_gain=(0.2, 0.4)), *unit, torch.Generator().manual_seed(1))(crops)
+    ratio = (lit.sum(1) / plain.sum(1)).mean(1)  # per crop and column, averaged down the rows
+    first, last = ratio[:, :4].mean(1), ratio[:, -4:].mean(1)
+    bright, dark = torch.maximum(first, last), torch.minimum(first, last)
+    assert (bright > 0.97).all() and (dark < 0.5).all(), (first, last)
+    assert not torch.equal(first > last, torch.ones(8, dtype=torch.bool))  # both sides are drawn
+    assert torch.equal(BatchAugment(replace(off, light=0.0), *unit, torch.Generator().manual_seed(1))(crops), plain)
+
+
 # ------------------------------------------------------------------------------------------- objective
 
 

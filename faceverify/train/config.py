@@ -40,7 +40,9 @@ class AugmentConfig:
     ``camera*`` and ``motion*`` keys are :mod:`~faceverify.train.camera`'s: ``camera`` is the probability that a
     view goes through it, ``camera_grey`` that it turns infrared-like grey there; gamma, gain and downscale (the
     fraction of the side kept) are ranges, ``camera_noise`` the largest Gaussian sigma in grey levels,
-    ``camera_jpeg`` a quality range, ``motion_length`` the longest blur in pixels."""
+    ``camera_jpeg`` a quality range, ``motion_length`` the longest blur in pixels. ``light`` is the probability of
+    light from one side: one side of a soft edge through the face (tilted up to 20 degrees, placed in the middle
+    half, 5-30% of the crop wide) keeps ``light_gain`` of its brightness."""
 
     flip: float = 0.5
     scale: float = 0.08
@@ -54,6 +56,8 @@ class AugmentConfig:
     blur_sigma: float = 1.5
     erase: float = 0.2
     erase_area: tuple[float, float] = (0.02, 0.15)
+    light: float = 0.0
+    light_gain: tuple[float, float] = (0.2, 0.6)
     camera: float = 0.0
     camera_grey: float = 0.7
     camera_gamma: tuple[float, float] = (0.7, 2.0)

@@ -121,7 +121,7 @@ class BatchAugment:
     """Face augmentation on a whole uint8 N x S x S x 3 batch with torch ops on its device.
 
     Geometry (one ``grid_sample``: mirror, zoom, shift, rotation), colour (brightness, contrast, saturation,
-    greyscale), Gaussian blur (per-sample kernels in one grouped convolution), the camera augmentations when
+    greyscale), light from one side, Gaussian blur (per-sample kernels in one grouped convolution), the camera augmentations when
     ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the model's mean/std,
     then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
     """
@@ -151,6 +151,8 @@ class BatchAugment:
         n, _, h, w = x.shape
         x = self._geometry(x, c)
         x = self._colour(x, c)
+        if c.light > 0:
+            x = self._side_light(x, c)
         if c.blur > 0:
             x = self._blur(x, c)
         if self.camera is not None:
@@ -184,6 +186,21 @@ class BatchAugment:
         x = (x - grey) * self._u(n, 1 - c.saturation, 1 + c.saturation).view(n, 1, 1, 1) + grey
         x = torch.where(self._p(n, c.grayscale).view(n, 1, 1, 1), grey.expand_as(x), x)
         return x.clamp(0, 255)
+
+    def _side_light(self, x: torch.Tensor, c: AugmentConfig) -> torch.Tensor:
+        """One side of a soft, slightly tilted edge through the face darkened to a gain in ``light_gain``."""
+        n, _, h, w = x.shape
+        tilt = self._u(n, -math.radians(20), math.radians(20)).view(n, 1, 1)
+        edge = self._u(n, -0.5, 0.5).view(n, 1, 1)
+        width = self._u(n, 0.1, 0.6).view(n, 1, 1)  # of the [-1, 1] span: 5-30% of the crop
+        side = torch.where(self._p(n, 0.5), 1.0, -1.0).view(n, 1, 1)
+        cols = torch.linspace(-1, 1, w, device=x.device).view(1, 1, w)
+        rows = torch.linspace(-1, 1, h, device=x.device).view(1, h, 1)
+        across = cols * torch.cos(tilt) + rows * torch.sin(tilt) - edge
+        lit = (side * across / width + 0.5).clamp(0, 1)
+        gain = self._u(n, *c.light_gain).view(n, 1, 1)
+        factor = torch.where(self._p(n, c.light).view(n, 1, 1), gain + (1 - gain) * lit, torch.ones_like(lit))
+        return x * factor.unsqueeze(1)
 
     def _blur(self, x: torch.Tensor, c: AugmentConfig) -> torch.Tensor:
         n, ch, h, w = x.shape
