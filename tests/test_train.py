@@ -416,6 +416,7 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
     card_path = export_run(tmp_path / "run", "tiny-exported", lfw_root=None, device="cpu", notes="test model")
     card = json.loads(card_path.read_text())
     assert card["thresholds"] and card["provenance"]["init"].startswith("random")
+    assert card["calibration"]["front_end"] == f"{cache.detector_kind} detections of the training cache, torch runtime"
     embedder = Embedder.load("tiny-exported", "cpu")
     network = networks.build("tiny_test_net", 16)
     network.load_state_dict({k[6:]: v for k, v in load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors")).items()})

@@ -67,7 +67,8 @@ def calibrate_on_cache(front: CachedFrontEnd, cache: FaceCache) -> tuple[dict[st
              "cross-identity pairs impostors; these identities were seen in training, so the thresholds are "
              "optimistic (see evaluation.lfw_devtest.at_card_threshold for the FAR measured on unseen people)",
         images=len(paths), identities=int(len(np.unique(cache.labels[usable]))), no_face=int((~detected).sum()),
-        face_choice=cache.face, date=_dt.date.today().isoformat(),
+        face_choice=cache.face, front_end=f"{cache.detector_kind} detections of the training cache, torch runtime",
+        date=_dt.date.today().isoformat(),
     )
     return thresholds, record
 
@@ -110,8 +111,8 @@ def export_run(
     weights_path.chmod(0o644)  # safetensors writes 0600; a model is meant to be read by everyone who runs it
     try:
         card = _describe(meta, run_dir, name, weights_path, cache, notes)
-        front = CachedFrontEnd(Embedder(card, network, pick_device(device)),
-                               [cache, *(FaceCache(p) for p in extra_caches)])
+        caches = [cache, *(FaceCache(p) for p in extra_caches)]
+        front = CachedFrontEnd(Embedder(card, network, pick_device(device)), caches)
         if calibrate:
             progress("calibrating thresholds on the training cache")
             card.thresholds, card.calibration = calibrate_on_cache(front, cache)
@@ -128,6 +129,9 @@ def export_run(
                 card.evaluation[f"lfw_{protocol}"] = {k: report[k] for k in REPORT_KEYS if k in report}
             card.evaluation["note"] = ("LFW View 1: trained on peopleDevTrain identities, threshold chosen on "
                                        "pairsDevTrain, reported on pairsDevTest (disjoint people)")
+            kinds = "+".join(sorted({c.detector_kind for c in caches}))
+            card.evaluation["front_end"] = (f"{kinds} detections of the face caches for the images they hold, the "
+                                            "live pipeline's for the rest; torch runtime")
         card.validate(str(card_path))
         card.save(card_path)
     except BaseException:
