@@ -51,20 +51,20 @@ def greyscale(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks | 
     return np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
 
 
-def _eyes(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray, float]:
-    """The image-left eye, the image-right eye and the distance between them."""
+def _eyes(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The image-left eye, the image-right eye, the distance between them and the unit vector from left to right."""
     left, right = sorted(np.asarray(landmarks[:2], np.float64), key=lambda p: p[0])
-    return left, right, float(np.linalg.norm(right - left))
+    d = float(np.linalg.norm(right - left))
+    return left, right, d, (right - left) / max(d, 1e-6)
 
 
 def sunglasses(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks | None = None) -> np.ndarray:
     if landmarks is None:
         return image
-    left, right, d = _eyes(landmarks)
-    angle = float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+    left, right, d, unit = _eyes(landmarks)
+    angle = float(np.degrees(np.arctan2(unit[1], unit[0])))
     out, dark, width = image.copy(), (12, 12, 14), max(1, round(0.06 * d))
     axes = (max(1, round(0.47 * d)), max(1, round(0.34 * d)))
-    unit = (right - left) / max(d, 1e-6)
     for eye in (left, right):
         cv2.ellipse(out, (round(eye[0]), round(eye[1])), axes, angle, 0, 360, dark, -1, cv2.LINE_AA)
     inner = [left + unit * 0.47 * d, right - unit * 0.47 * d]
@@ -78,7 +78,7 @@ def sunglasses(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks |
 def shadow(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks | None = None) -> np.ndarray:
     if landmarks is None:
         return image
-    _, _, d = _eyes(landmarks)
+    d = _eyes(landmarks)[2]
     edge = float(landmarks[2][0])
     x = np.arange(image.shape[1], dtype=np.float32)
     lit = np.clip((x - (edge - 0.15 * d)) / max(0.3 * d, 1e-6), 0, 1)
@@ -89,8 +89,8 @@ def shadow(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks | Non
 def mask(image: np.ndarray, box: np.ndarray | None, landmarks: Landmarks | None = None) -> np.ndarray:
     if landmarks is None:
         return image
-    left, right, d = _eyes(landmarks)
-    middle, along = (left + right) / 2, (right - left) / max(d, 1e-6)
+    left, right, d, along = _eyes(landmarks)
+    middle = (left + right) / 2
     down = np.array([-along[1], along[0]])  # perpendicular to the eye line, toward the mouth
     nose, mouth = np.asarray(landmarks[2], np.float64) - middle, np.asarray(landmarks[3:5], np.float64) - middle
     top, bottom = 0.45 * float(nose @ down), float((mouth @ down).max()) + 0.9 * d
