@@ -121,8 +121,8 @@ class BatchAugment:
     """Face augmentation on a whole uint8 N x S x S x 3 batch with torch ops on its device.
 
     Geometry (one ``grid_sample``: mirror, zoom, shift, rotation), colour (brightness, contrast, saturation,
-    greyscale), light from one side, Gaussian blur (per-sample kernels in one grouped convolution), the camera augmentations when
-    ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the model's mean/std,
+    greyscale), light from one side, Gaussian blur (per-sample kernels in one grouped convolution), the camera
+    augmentations when ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the model's mean/std,
     then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
     """
 
