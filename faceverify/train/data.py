@@ -122,8 +122,8 @@ class BatchAugment:
 
     Geometry (one ``grid_sample``: mirror, zoom, shift, rotation), colour (brightness, contrast, saturation,
     greyscale), light from one side, Gaussian blur (per-sample kernels in one grouped convolution), the camera
-    augmentations when ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the model's mean/std,
-    then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
+    augmentations when ``camera`` > 0 (:class:`~faceverify.train.camera.CameraAugment`), normalisation with the
+    model's mean/std, then random erasing (rectangles set to 0, the mean colour). Draws come from ``generator``.
     """
 
     def __init__(self, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...], generator: torch.Generator):
