@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
-STAMP  := $(VENV)/.installed-stamp
+LIGHT  := $(VENV)/.light-stamp
+FULL   := $(VENV)/.full-stamp
 REPO   := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 
 # LFW for the demo and the tests: $FACEVERIFY_LFW, else a development checkout's ../shared copy when it exists.
@@ -10,22 +11,29 @@ ifneq ($(strip $(FACEVERIFY_LFW)),)
 export FACEVERIFY_LFW
 endif
 
-.PHONY: demo test env
+.PHONY: demo test env light
 
-env: $(STAMP)
+env: $(FULL)
+light: $(LIGHT)
 
-# postgres: the PostgreSQL gallery store (its tests' server, pgserver, is in dev).
+# The default install (what `pip install faceverify` gives: ONNX Runtime, OpenCV, FAISS; no torch), editable.
+$(LIGHT): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q -e .
+	touch $@
+
+# Everything the tests need: every extra (train, serve, postgres, plots), the test tools (dev) and the dlib peer.
 # face_recognition (the cold-start benchmark's peer) without its dependencies: it asks for `dlib`, which the
-# peer extra's dlib-bin provides under another name.
-$(STAMP): pyproject.toml
+# peer extra's dlib-bin provides under another name. setuptools>=77: the packaging tests build the wheel here.
+$(FULL): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip "setuptools>=77"
-	$(VENV)/bin/python -m pip install -q -e '.[dev,peer,serve,postgres]'
+	$(VENV)/bin/python -m pip install -q -e '.[all,dev,peer]'
 	$(VENV)/bin/python -m pip install -q --no-deps "face_recognition==1.3.0"
-	touch $(STAMP)
+	touch $@ $(LIGHT)
 
-demo: $(STAMP)
+demo: $(LIGHT)
 	$(VENV)/bin/faceverify demo
 
-test: $(STAMP)
+test: $(FULL)
 	$(VENV)/bin/python -m pytest -q

@@ -390,7 +390,7 @@ def gallery_model(location: str | Path | None) -> tuple[str, bool] | None:
     """(model name, flip fusion) of the model an existing gallery at ``location`` was enrolled with, when that
     model is available here: a gallery keeps answering with the model that made it when the default changes.
     None for a new or empty gallery, or one whose model is not installed (opening it then says so)."""
-    from .embed import available_models
+    from .modelcard import available_models
     from .errors import GalleryError
     from .gallery import gallery_exists, gallery_location
 

@@ -5,16 +5,16 @@ MTCNN's cascade on ONNX Runtime (``mtcnn-onnx``: the same weights exported, face
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence, Union
 
 import numpy as np
 
 from ._util import onnx_session, pick_device, sha256_bytes
 from .align import similarity_transform
-from .embed import models_dir, onnx_runtime_installed
+from .embed import onnx_runtime_installed
 from .errors import ModelError
-from .modelcard import DetectorCard
+from .errors import require
+from .modelcard import DetectorCard, detector_card_path
 from .mtcnn.cascade import Cascade
 from .yunet.onnx_file import free_image_sides
 
@@ -78,6 +78,7 @@ class Detector(MtcnnOutputs):
         stage_thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         factor: float = 0.709,
     ):
+        require("train", MTCNN_ON_TORCH)
         from facenet_pytorch import MTCNN
 
         self.device = pick_device(device)
@@ -119,11 +120,6 @@ class Detector(MtcnnOutputs):
     def like(self, min_face_size: int, factor: float) -> "Detector":
         """A detector like this one (device, score threshold) with its own smallest face and pyramid factor."""
         return Detector(self.device, min_face_size=min_face_size, score_threshold=self.score_threshold, factor=factor)
-
-
-def detectors_dir() -> Path:
-    """Where detector cards and their ONNX files live: ``<models>/detectors``."""
-    return models_dir() / "detectors"
 
 
 class YuNetDetector:
@@ -281,10 +277,13 @@ class OnnxMtcnnDetector(MtcnnOutputs):
 AnyDetector = Union[Detector, YuNetDetector, OnnxMtcnnDetector]
 
 
+MTCNN_ON_TORCH = "the mtcnn detector (facenet-pytorch, on torch; mtcnn-onnx is the same cascade without torch)"
+
+
 def detector_files(name: str, missing: str) -> tuple[DetectorCard, list[bytes]]:
     """The card ``detectors/<name>.json`` and the bytes of each ONNX file it names, each checked against its
     sha256; ModelError (``missing`` when there is no card) otherwise."""
-    path = detectors_dir() / f"{name}.json"
+    path = detector_card_path(name)
     if not path.is_file():
         raise ModelError(f"{path}: {missing}")
     card = DetectorCard.load(path)
@@ -315,7 +314,7 @@ def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
     if detector in ("mtcnn", "mtcnn-onnx"):
         return np.asarray(template, np.float64)
     if detector == "yunet":
-        path = detectors_dir() / "yunet.json"
+        path = detector_card_path("yunet")
         if not path.is_file():
             raise ModelError(f"{path}: YuNet is not installed, and a kept face's landmarks are YuNet's")
         return _moved_template(DetectorCard.load(path), np.asarray(template, np.float64))
@@ -323,12 +322,12 @@ def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
 
 
 def yunet_installed() -> bool:
-    return (detectors_dir() / "yunet.json").is_file()
+    return detector_card_path("yunet").is_file()
 
 
 def mtcnn_onnx_installed() -> bool:
     """MTCNN's ONNX cascade can run: its card is shipped and ONNX Runtime is installed."""
-    return (detectors_dir() / "mtcnn.json").is_file() and onnx_runtime_installed()
+    return detector_card_path("mtcnn").is_file() and onnx_runtime_installed()
 
 
 def choose_detector(detector: str | None = None, device: str | None = None) -> DetectorName:
@@ -358,6 +357,7 @@ def make_detector(
         if not onnx_runtime_installed():
             raise ModelError("the mtcnn-onnx detector needs onnxruntime (pip install onnxruntime), or use --detector mtcnn")
         return OnnxMtcnnDetector(min_face_size, 0.9 if score_threshold is None else score_threshold, threads=threads)
+    require("train", MTCNN_ON_TORCH)
     if threads:
         import torch
 

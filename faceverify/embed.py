@@ -1,65 +1,23 @@
 """The embedding model: weights + model card, batched inference, L2-normalised output, on one of two backends:
-torch (the network from safetensors; CUDA and training) or ONNX Runtime (the card's ONNX export; CPU, no torch)."""
+torch (the network with its weights; CUDA and training) or ONNX Runtime (the card's ONNX export; CPU, no torch)."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
-from ._util import onnx_session, pick_device, sha256_bytes, sha256_file
-from .errors import ModelError
-from .modelcard import ModelCard
+from ._util import onnx_session, pick_device, sha256_bytes
+from .errors import ModelError, require
+from .modelcard import ModelCard, resolve_card
 
 if TYPE_CHECKING:
     import torch
 
 Backend = Literal["torch", "onnx"]
-
-
-def models_dir() -> Path:
-    """Where model cards and weights live: ``$FACEVERIFY_MODELS`` or the ones shipped with the package."""
-    env = os.environ.get("FACEVERIFY_MODELS")
-    if env:
-        return Path(env)
-    import faceverify.models as shipped
-
-    return Path(shipped.__file__).parent
-
-
-def default_model_name(directory: Path | None = None) -> str:
-    """The model named in ``models/DEFAULT``."""
-    path = (directory or models_dir()) / "DEFAULT"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        raise ModelError(f"{path}: no default model is set") from None
-
-
-def available_models(directory: Path | None = None) -> list[str]:
-    """Names of the model cards in the models directory."""
-    return sorted(p.stem for p in (directory or models_dir()).glob("*.json"))
-
-
-def resolve_card(name: str | None = None, directory: Path | None = None) -> tuple[ModelCard, Path]:
-    """Find and validate the card for ``name`` (or the default model); returns the card and its path."""
-    directory = directory or models_dir()
-    if name is None:
-        name = default_model_name(directory)
-    as_path = Path(name)
-    if as_path.suffix == ".json" and as_path.exists():
-        card_path = as_path
-    else:
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise ModelError(f"{name}: not a model name")
-        card_path = directory / f"{name}.json"
-    if not card_path.exists():
-        known = ", ".join(available_models(directory)) or "none"
-        raise ModelError(f"model '{name}' not found in {directory} (available: {known})")
-    return ModelCard.load(card_path), card_path
 
 
 class Embedder:
@@ -79,22 +37,14 @@ class Embedder:
     @classmethod
     def load(cls, name: str | None = None, device: str | torch.device | None = None) -> "Embedder":
         """Load a model by name (default: the shipped default) after checking its weights against the card."""
+        require("train", "the torch backend")
         import torch
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         from . import networks
 
         card, card_path = resolve_card(name)
+        state = torch_weights(card, card_path)
         weights_path = card_path.parent / card.weights
-        if not weights_path.is_file():
-            raise ModelError(f"{weights_path}: weights file named by model card {card_path.name} is missing")
-        if sha256_file(weights_path) != card.weights_sha256:
-            raise ModelError(f"{weights_path}: weights do not match the sha256 recorded in {card_path.name}")
-        try:
-            state = load_file(str(weights_path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelError(f"{weights_path}: unreadable safetensors file ({exc})") from None
         try:
             network = networks.build(card.architecture, card.embedding_size)
         except ModelError as exc:
@@ -196,7 +146,11 @@ def choose_backend(card: ModelCard, device: str | None = None, backend: str | No
     has an ONNX export, torch otherwise (and for any device other than cpu)."""
     on_cpu = device is None or str(device) == "cpu"
     if backend is None:
-        return "onnx" if on_cpu and card.onnx and onnx_runtime_installed() else "torch"
+        if on_cpu and card.onnx and onnx_runtime_installed():
+            return "onnx"
+        why = f"device {device}" if not on_cpu else f"model '{card.name}' (no ONNX export)"
+        require("train", f"{why} runs on torch, which")
+        return "torch"
     if backend not in ("torch", "onnx"):
         raise ModelError(f"unknown backend {backend!r} (torch or onnx)")
     if backend == "onnx" and not on_cpu:
@@ -215,8 +169,59 @@ def load_embedder(
     card, _ = resolve_card(name)
     if choose_backend(card, None if device is None else str(device), backend) == "onnx":
         return OnnxEmbedder.load(name, threads)
+    require("train", "the torch backend")
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     return Embedder.load(name, device)
+
+
+# -- A model's torch weights, read from where its card says: a safetensors file, or (weights stored once) the
+# initialisers of its ONNX export, which hold every tensor of the state dict under its own name. Either way they
+# must hash to the card's ``weights_sha256``: for ONNX-stored weights, the sha256 of the same tensors written as
+# safetensors (with the metadata the ONNX file records), so a model whose weights moved into its ONNX file keeps
+# its ``model_id`` and the galleries enrolled with it.
+
+SAFETENSORS_METADATA = "faceverify.safetensors_metadata"
+"""ONNX metadata key: the JSON metadata of the safetensors file the weights were moved from (null for none)."""
+
+
+def torch_weights(card: ModelCard, card_path: Path) -> dict[str, "torch.Tensor"]:
+    """The state dict that the card names, checked against ``weights_sha256``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = card_path.parent / card.weights
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise ModelError(f"{path}: weights file named by model card {card_path.name} is missing") from None
+    if sha256_bytes(data) != (card.onnx_sha256 if card.weights_in_onnx else card.weights_sha256):  # before parsing
+        raise ModelError(f"{path}: weights do not match the sha256 recorded in {card_path.name}")
+    if not card.weights_in_onnx:
+        try:
+            return load(data)
+        except (SafetensorError, ValueError) as exc:
+            raise ModelError(f"{path}: unreadable safetensors file ({exc})") from None
+    state, as_safetensors = state_from_onnx(data, path)
+    if sha256_bytes(as_safetensors) != card.weights_sha256:
+        raise ModelError(f"{path}: the weights in this ONNX file do not match the sha256 recorded in {card_path.name}")
+    return state
+
+
+def state_from_onnx(model: bytes, source: Path | str = "ONNX file") -> tuple[dict[str, "torch.Tensor"], bytes]:
+    """Every initialiser of an ONNX model as a tensor, and those tensors written as safetensors (what
+    ``weights_sha256`` hashes)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from safetensors.torch import save
+
+    try:
+        proto = onnx.load_from_string(model)
+        state = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in proto.graph.initializer}
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}.get(SAFETENSORS_METADATA, "null"))
+    except Exception as exc:  # noqa: BLE001 - protobuf's and onnx's own error types
+        raise ModelError(f"{source}: unreadable ONNX weights ({str(exc).splitlines()[0][:160]})") from None
+    return state, save(state, metadata=meta)

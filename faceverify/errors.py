@@ -1,7 +1,9 @@
-"""Errors that the CLI turns into a one-line message and exit code 2."""
+"""Errors that the CLI turns into a one-line message and exit code 2, and the check that a command's optional part
+(a pip extra) is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 
@@ -53,3 +55,46 @@ class ConflictError(GalleryError):
 class LowQualityError(BadInputError):
     """An image whose face is below the enrolment quality limits (faceverify.quality.limits): the reason names the
     measure, its value and the limit."""
+
+
+# -- The optional parts (pip extras): what each needs importable, and the one-line error when it is missing. The
+# default install answers (verify, enroll, identify, gallery, evaluate) with ONNX Runtime and OpenCV alone.
+
+EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "train": ("training", ("torch", "torchvision", "facenet_pytorch", "pytorch_metric_learning", "timm", "safetensors",
+                           "onnx")),
+    "serve": ("service", ("fastapi", "uvicorn", "multipart")),
+    "postgres": ("PostgreSQL", ("psycopg", "psycopg_pool", "pgvector")),
+    "plots": ("plotting", ("matplotlib",)),
+}
+"""extra -> (what it is called in messages, the top-level modules it provides)."""
+
+
+class MissingExtraError(FaceverifyError):
+    """A command or option needs an extra that is not installed."""
+
+
+def extra_for_module(module: str | None) -> str | None:
+    """The extra that provides top-level module ``module`` (of ``a.b.c``, ``a``), or None."""
+    top = (module or "").split(".")[0]
+    return next((extra for extra, (_label, modules) in EXTRAS.items() if top in modules), None)
+
+
+def missing_modules(extra: str) -> list[str]:
+    """The modules of ``extra`` that cannot be imported here."""
+    return [m for m in EXTRAS[extra][1] if importlib.util.find_spec(m) is None]
+
+
+def installed(extra: str) -> bool:
+    return not missing_modules(extra)
+
+
+def missing_message(extra: str, what: str) -> str:
+    """``<what> needs the <label> extra: pip install 'faceverify[<extra>]'``."""
+    return f"{what} needs the {EXTRAS[extra][0]} extra: pip install 'faceverify[{extra}]'"
+
+
+def require(extra: str, what: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``what`` (a command or option) unless ``extra`` is installed."""
+    if not installed(extra):
+        raise MissingExtraError(missing_message(extra, what))

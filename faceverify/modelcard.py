@@ -1,4 +1,5 @@
-"""Model cards: the JSON that travels with every weights file and says how to use it.
+"""Model cards: the JSON that travels with every weights file and says how to use it, and the folders cards are
+found in (the search path, below).
 
 Nothing downstream hard-codes input size, alignment template, pixel normalisation, embedding size or
 thresholds: all of them are read from the card.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,8 @@ class ModelCard:
     on the 0..255 scale: ``x = (pixel - mean) / std``. ``thresholds`` maps a false-accept rate written as a
     string ("1e-3") to the cosine similarity that yields it. ``onnx`` optionally names an ONNX export of the
     same network (``tools/export_onnx.py``), checked against ``onnx_sha256``: what the ONNX Runtime backend runs.
+    ``weights`` names a safetensors file, or the ONNX file itself when the weights are stored once, as its
+    initialisers; ``weights_sha256`` is then the sha256 of those tensors written as safetensors (``faceverify.embed``).
     """
 
     name: str
@@ -62,6 +67,11 @@ class ModelCard:
             sort_keys=True,
         )
         return f"{self.name}@{self.version}:{hashlib.sha256(functional.encode()).hexdigest()[:12]}"
+
+    @property
+    def weights_in_onnx(self) -> bool:
+        """Whether the torch weights are the ONNX export's initialisers (stored once) rather than a safetensors file."""
+        return bool(self.onnx) and self.weights == self.onnx
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -108,8 +118,8 @@ class ModelCard:
         for key in ("name", "architecture", "weights", "weights_sha256", "version"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 fail(f"'{key}' must be a non-empty string")
-        if not _is_plain_name(self.weights) or not self.weights.endswith(".safetensors"):
-            fail("'weights' must be a plain .safetensors file name beside the card")
+        if not _is_plain_name(self.weights) or not (self.weights.endswith(".safetensors") or self.weights_in_onnx):
+            fail("'weights' must be a plain .safetensors file name beside the card, or the card's 'onnx' file")
         if not _is_sha256(self.weights_sha256):
             fail("'weights_sha256' must be 64 lowercase hex digits")
         if not isinstance(self.onnx, str) or not isinstance(self.onnx_sha256, str):
@@ -245,3 +255,148 @@ def _is_model_file(entry: tuple[Any, Any]) -> bool:
 def _is_plain_name(name: str) -> bool:
     """A file name beside the card: no folders, drive letters, leading dot or control characters."""
     return not any(c in name for c in "/\\:") and not name.startswith(".") and name.isprintable()
+
+
+# -- Where models live: the folders searched for model and detector cards, in order, and the one new models go to.
+# 1. ``$FACEVERIFY_MODELS``: folders (``os.pathsep``-separated) the user puts in front; 2. the user models folder,
+# ``<user data dir>/models`` (platformdirs), where ``adapt`` and ``export-model`` write; 3. the shipped models:
+# ``faceverify/models`` in an installed wheel, the repository's top-level ``models/`` in a source checkout. A name
+# is taken from the first folder that holds it; a card there that is another model than one further down under the
+# same name (another ``model_id``) is warned about once: a user's model never hides a shipped one silently.
+
+MODELS_ENV = "FACEVERIFY_MODELS"
+SHIPPED, USER, ENV = "shipped", "user", MODELS_ENV
+"""The kinds of model folder, as ``faceverify models`` names them."""
+
+_warned: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """One folder of the search path and what kind it is (``SHIPPED``, ``USER`` or ``ENV``)."""
+
+    path: Path
+    kind: str
+
+
+def shipped_models_dir() -> Path:
+    """The models that came with faceverify: inside the installed package, or beside it in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "models", package.parent / "models"):
+        if (candidate / "DEFAULT").is_file():
+            return candidate
+    raise ModelError(f"the shipped models are missing (neither {package / 'models'} nor {package.parent / 'models'})")
+
+
+def user_models_dir() -> Path:
+    """Where new models are written: the first ``$FACEVERIFY_MODELS`` folder when set, else the user models folder."""
+    env = _env_dirs()
+    if env:
+        return env[0]
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("faceverify")) / "models"
+
+
+def _env_dirs() -> list[Path]:
+    return [Path(p) for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
+
+
+def model_folders() -> list[ModelFolder]:
+    """The search path, first folder first; a folder named twice counts once."""
+    from platformdirs import user_data_dir
+
+    folders = [ModelFolder(p, ENV) for p in _env_dirs()]
+    folders += [ModelFolder(Path(user_data_dir("faceverify")) / "models", USER), ModelFolder(shipped_models_dir(), SHIPPED)]
+    seen: set[Path] = set()
+    unique = []
+    for folder in folders:
+        key = folder.path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(folder)
+    return unique
+
+
+def _folders(directory: Path | None) -> list[ModelFolder]:
+    return [ModelFolder(directory, ENV)] if directory is not None else model_folders()
+
+
+def default_model_name(directory: Path | None = None) -> str:
+    """The model named in the first ``DEFAULT`` file along the search path (or in ``directory``)."""
+    for folder in _folders(directory):
+        path = folder.path / "DEFAULT"
+        if path.is_file():
+            try:
+                return path.read_text().strip()
+            except OSError:
+                break
+    raise ModelError(f"{_folders(directory)[0].path / 'DEFAULT'}: no default model is set")
+
+
+def available_models(directory: Path | None = None) -> list[str]:
+    """Names of the model cards along the search path (or in ``directory``)."""
+    return sorted({p.stem for folder in _folders(directory) for p in folder.path.glob("*.json")})
+
+
+def card_paths(name: str) -> list[tuple[Path, str]]:
+    """Every card of model ``name`` along the search path, first (the one used) first, with its folder's kind."""
+    return [(f.path / f"{name}.json", f.kind) for f in model_folders() if (f.path / f"{name}.json").is_file()]
+
+
+def resolve_card(name: str | None = None, directory: Path | None = None) -> tuple[ModelCard, Path]:
+    """Find and validate the card for ``name`` (or the default model); returns the card and its path. ``name`` may
+    also be the path of a card file; ``directory`` searches that folder alone."""
+    if name is None:
+        name = default_model_name(directory)
+    as_path = Path(name)
+    if as_path.suffix == ".json" and as_path.exists():
+        return ModelCard.load(as_path), as_path
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ModelError(f"{name}: not a model name")
+    if directory is not None:
+        found = [(directory / f"{name}.json", ENV)] if (directory / f"{name}.json").is_file() else []
+    else:
+        found = card_paths(name)
+    if not found:
+        where = directory or ", ".join(str(f.path) for f in model_folders())
+        known = ", ".join(available_models(directory)) or "none"
+        raise ModelError(f"model '{name}' not found in {where} (available: {known})")
+    card = ModelCard.load(found[0][0])
+    _warn_if_hiding(card, found)
+    return card, found[0][0]
+
+
+def hidden_by(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The cards among ``found`` (as :func:`card_paths` lists them) that the first one hides: another model."""
+    first = _model_id(found[0][0])
+    return [(path, kind) for path, kind in found[1:] if _model_id(path) != first]
+
+
+def _model_id(path: Path) -> str:
+    try:
+        return ModelCard.load(path).model_id
+    except ModelError:
+        return f"unreadable:{path}"
+
+
+def _warn_if_hiding(card: ModelCard, found: list[tuple[Path, str]]) -> None:
+    """One warning per process for a card that hides another model of the same name further down the path."""
+    if len(found) < 2:
+        return
+    for path, kind in hidden_by(found):
+        key = (str(found[0][0]), str(path))
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"model '{card.name}': using {found[0][0]}, which hides the {kind} model of that name at "
+                          f"{path} (rename one of them to use both)", stacklevel=3)
+
+
+def detector_card_path(name: str) -> Path:
+    """The card of detector ``name``: ``detectors/<name>.json`` in the first model folder that has one (the shipped
+    folder's path when none has, so that errors name where it belongs)."""
+    for folder in model_folders():
+        path = folder.path / "detectors" / f"{name}.json"
+        if path.is_file():
+            return path
+    return shipped_models_dir() / "detectors" / f"{name}.json"

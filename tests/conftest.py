@@ -9,6 +9,7 @@ being skipped: see :func:`require_data`.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,6 +24,10 @@ REQUIRE_DATA_ENV = "FACEVERIFY_REQUIRE_DATA"
 
 if not os.environ.get(LFW_ENV, "").strip() and DEV_LFW.is_dir():
     os.environ[LFW_ENV] = str(DEV_LFW)
+
+# No test reads or writes the user's own data folder (their models, their default gallery): the session gets a
+# fresh one, which the CLI subprocesses inherit (platformdirs follows XDG_DATA_HOME).
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="faceverify-test-data-")
 
 
 def require_data(reason: str) -> NoReturn:
@@ -57,6 +62,25 @@ def lfw_image(lfw_images: Path):
         return lfw_images / name / f"{name}_{i:04d}.jpg"
 
     return path
+
+
+@pytest.fixture(scope="session")
+def drifting_face_video(tmp_path_factory, lfw_image) -> Path:
+    """A one-second video: Colin Powell's second LFW photo drifting across a grey 640x480 frame."""
+    import cv2
+    import numpy as np
+
+    from faceverify.images import load_image
+
+    face = cv2.cvtColor(load_image(lfw_image("Colin_Powell", 2)), cv2.COLOR_RGB2BGR)
+    video = tmp_path_factory.mktemp("video") / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    for i in range(25):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        frame[100:350, 40 + 8 * i:290 + 8 * i] = face
+        writer.write(frame)
+    writer.release()
+    return video
 
 
 @pytest.fixture(scope="session")

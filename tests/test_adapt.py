@@ -22,7 +22,8 @@ from faceverify.adapt.faces import ORDINARY, list_faces, prepare_faces
 from faceverify.adapt.run import AdaptTrainer, GroupBatches, adapt_config, toward_base
 from faceverify.adapt.settings import AdaptSettings
 from faceverify.cli import run as cli
-from faceverify.embed import Embedder, resolve_card
+from faceverify.embed import Embedder
+from faceverify.modelcard import resolve_card
 from faceverify.pipeline import FacePipeline
 from faceverify.train.config import AugmentConfig
 from faceverify.train.data import BatchAugment
@@ -246,13 +247,13 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     folder = Path(faces.meta["root"])
     video = tmp_path / "door.mp4"
     make_case("cuts", lfw_root, video, 2, FaceVerifier("edgeface-xxs").pipeline.detector, distractors=0, frames=90)
-    models = tmp_path / "models"
-    code = cli(["adapt", "--from", str(folder), "--from", str(video), "--out", "cam-test", "--model", "edgeface-xxs",
-                "--epochs", "1", "--keep", "0.5",
-                "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"), "--models-dir", str(models),
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the user data folder, where the model must land
+    monkeypatch.delenv("FACEVERIFY_MODELS", raising=False)
+    code = cli(["adapt", "--from", str(folder), str(video), "--out", "cam-test", "--model", "edgeface-xxs",
+                "--epochs", "1", "--keep", "0.5", "--batch-size", "8", "--memory", "64", "--run", str(tmp_path / "run"),
                 "--threads", "2"])
     assert code == 0, capsys.readouterr()
-    card_path = models / "cam-test.json"
+    card_path = tmp_path / "data" / "faceverify" / "models" / "cam-test.json"
     card = json.loads(card_path.read_text())
     assert card["thresholds"] == {}
     assert card["provenance"]["adapted_from"]["model"] == "edgeface-xxs"
@@ -286,10 +287,18 @@ def test_adapt_command_exports_an_uncalibrated_model_that_reloads(faces, lfw_ima
     whole = Embedder(reloaded.card, net.eval(), torch.device("cpu")).embed(crops)
     moved, half = np.abs(whole - base.embed(crops)).max(), np.abs(reloaded.embed(crops) - base.embed(crops)).max()
     assert moved > 1e-4 and 0.2 * moved < half < 0.8 * moved  # it moved, and kept part of the way
-    # uncalibrated: it refuses to decide until `faceverify calibrate` has run
+    # listed beside the shipped models and usable by name; uncalibrated: it decides only at a given threshold
+    # until `faceverify calibrate` has run
+    capsys.readouterr()
+    assert cli(["models", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["cam-test"]["source"] == "user" and listed["cam-test"]["path"] == str(card_path)
+    assert listed["edgeface-xxs"]["source"] == "shipped"
     img = str(lfw_image("Al_Gore", 1))
-    assert cli(["verify", img, img, "--model", str(card_path)]) == 2
+    assert cli(["verify", img, img, "--model", "cam-test"]) == 2
     assert "calibrat" in capsys.readouterr().err
+    assert cli(["verify", img, img, "--model", "cam-test", "--threshold", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "cam-test"
 
 
 @pytest.mark.parametrize("name, content", [("nowhere.jpg", None), ("broken.mp4", b"\x00\x00\x00\x18ftypmp42" * 50)])

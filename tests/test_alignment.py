@@ -47,9 +47,9 @@ def lfw_images() -> Path:
 
 @pytest.fixture(scope="module")
 def template() -> np.ndarray:
-    from faceverify.embed import resolve_card
+    from faceverify.modelcard import resolve_card
 
-    directory = Path(os.environ.get("FACEVERIFY_MODELS") or REPO_ROOT / "faceverify" / "models")
+    directory = Path(os.environ.get("FACEVERIFY_MODELS") or REPO_ROOT / "models")
     try:
         card, _ = resolve_card(MODEL, directory)
     except ModelError as exc:

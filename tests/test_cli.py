@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from faceverify.cli import run
-from faceverify.embed import resolve_card
+from faceverify.modelcard import resolve_card
 from faceverify.eval.pairs import read_lfw_people
 
 
@@ -176,7 +176,7 @@ def test_gallery_of_another_model_is_refused(capsys, tmp_path, gallery_env, lfw_
 
 
 def test_a_gallery_keeps_its_model_when_the_default_changes(capsys, tmp_path, monkeypatch, gallery_env, lfw_image):
-    from faceverify.embed import models_dir
+    from faceverify.modelcard import shipped_models_dir
     from faceverify.gallery import Gallery
 
     assert cli(capsys, "enroll", "Colin Powell", lfw_image("Colin_Powell", 1))[0] == 0
@@ -184,7 +184,7 @@ def test_a_gallery_keeps_its_model_when_the_default_changes(capsys, tmp_path, mo
         made_with = g.stored_model_id
     moved = tmp_path / "models"  # the shipped models, with another default
     moved.mkdir()
-    for f in models_dir().iterdir():
+    for f in shipped_models_dir().iterdir():
         if f.name != "DEFAULT":
             (moved / f.name).symlink_to(f)
     other = "edgeface-xxs" if not made_with.startswith("edgeface-xxs@") else "dlib-resnet-v1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,15 +10,15 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from faceverify.embed import torch_weights
 from faceverify.modelcard import ModelCard
 from faceverify.networks import build
 
 from conftest import require_data
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "faceverify" / "models"
+MODELS = REPO / "models"
 CARD = MODELS / "dlib-resnet-v1.json"
 NUM_FACES = 200
 
@@ -54,10 +53,8 @@ def _load_ours() -> tuple[ModelCard, torch.nn.Module]:
     if not CARD.exists():
         pytest.skip(f"{CARD} is missing: run python tools/import_dlib.py")
     card = ModelCard.load(CARD)
-    weights = MODELS / card.weights
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card.weights_sha256
     model = build(card.architecture, card.embedding_size)
-    model.load_state_dict(load_file(str(weights)), strict=True)
+    model.load_state_dict(torch_weights(card, CARD), strict=True)  # checked against the card's sha256
     return card, model.eval()
 
 

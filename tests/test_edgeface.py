@@ -8,10 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from faceverify._util import sha256_file
-from faceverify.embed import Embedder, models_dir, resolve_card
+from faceverify._util import sha256_bytes, sha256_file
+from faceverify.embed import Embedder
+from faceverify.modelcard import resolve_card
+from faceverify.embed import state_from_onnx
 from faceverify.networks.edgeface import ARCFACE_TEMPLATE, INPUT_SIZE
 from tools import import_edgeface as importer
 
@@ -50,16 +51,16 @@ def test_card_describes_the_front_end_and_the_source(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_files_match_the_card(name):
-    card, _ = resolve_card(name)
-    assert sha256_file(models_dir() / card.weights) == card.weights_sha256
-    assert card.onnx and sha256_file(models_dir() / card.onnx) == card.onnx_sha256
+    card, path = resolve_card(name)
+    assert card.weights_in_onnx and sha256_file(path.parent / card.onnx) == card.onnx_sha256
+    assert sha256_bytes(state_from_onnx((path.parent / card.onnx).read_bytes())[1]) == card.weights_sha256
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_shipped_weights_are_the_dequantised_checkpoint(name):
-    card, _ = resolve_card(name)
+    card, path = resolve_card(name)
     expected = importer.dequantise(checkpoint(name))
-    shipped = load_file(str(models_dir() / card.weights))
+    shipped, _ = state_from_onnx((path.parent / card.onnx).read_bytes())
     assert set(shipped) == set(expected)
     assert all(torch.equal(shipped[k], expected[k]) for k in expected)
 

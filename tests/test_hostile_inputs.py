@@ -482,16 +482,18 @@ CARD_NAME = "dlib-resnet-v1"
 
 @pytest.fixture()
 def models(tmp_path, monkeypatch) -> Path:
-    """A private models directory (card copied, weights linked) that the package reads."""
-    src = PACKAGE / "models"
-    if not (src / f"{CARD_NAME}.json").exists():
-        from faceverify.embed import models_dir
+    """A private models directory that the package reads first: the card copied, its weights written as the
+    safetensors file they came from (the shipped ONNX file holds them) and named by the card, which loses its ONNX."""
+    from faceverify.modelcard import shipped_models_dir
+    from faceverify.embed import state_from_onnx
 
-        src = models_dir()
+    src = shipped_models_dir()
     d = tmp_path / "models"
     d.mkdir()
-    shutil.copy(src / f"{CARD_NAME}.json", d)
-    (d / f"{CARD_NAME}.safetensors").symlink_to((src / f"{CARD_NAME}.safetensors").resolve())
+    card = json.loads((src / f"{CARD_NAME}.json").read_text())
+    (d / f"{CARD_NAME}.safetensors").write_bytes(state_from_onnx((src / card["onnx"]).read_bytes())[1])
+    card.update(weights=f"{CARD_NAME}.safetensors", onnx="", onnx_sha256="")
+    (d / f"{CARD_NAME}.json").write_text(json.dumps(card))
     (d / "DEFAULT").write_text(CARD_NAME)
     monkeypatch.setenv("FACEVERIFY_MODELS", str(d))
     return d
@@ -521,13 +523,13 @@ def _edit_card(models: Path, **changes) -> Path:
         (dict(thresholds={"often": 0.5}), "not a number"),
         (dict(thresholds={"1e-3": True}), "out of range"),
         (dict(thresholds=[0.5]), "thresholds"),
-        (dict(weights="../dlib-resnet-v1.safetensors"), "plain .safetensors file name"),
-        (dict(weights="/etc/passwd"), "plain .safetensors file name"),
-        (dict(weights="sub/w.safetensors"), "plain .safetensors file name"),
-        (dict(weights="..\\w.safetensors"), "plain .safetensors file name"),
-        (dict(weights="C:w.safetensors"), "plain .safetensors file name"),
-        (dict(weights="w\x00.safetensors"), "plain .safetensors file name"),
-        (dict(weights="weights.pt"), "plain .safetensors file name"),
+        (dict(weights="../dlib-resnet-v1.safetensors"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="/etc/passwd"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="sub/w.safetensors"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="..\\w.safetensors"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="C:w.safetensors"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="w\x00.safetensors"), "plain .safetensors file name beside the card, or"),
+        (dict(weights="weights.pt"), "plain .safetensors file name beside the card, or"),
         (dict(weights_sha256="deadbeef"), "64 lowercase hex"),
         (dict(calibration=[1, 2]), "calibration"),
         (dict(calibration={"far_curve": [["a", 1]]}), "far_curve"),
@@ -561,7 +563,7 @@ def test_tampered_model_cards(models, change, problem):
     ids=["cut", "array", "binary", "deep", "huge", "empty-object"],
 )
 def test_unreadable_model_cards(models, content, problem):
-    from faceverify.embed import resolve_card
+    from faceverify.modelcard import resolve_card
 
     path = models / f"{CARD_NAME}.json"
     path.write_bytes(content)
@@ -573,7 +575,7 @@ def test_unreadable_model_cards(models, content, problem):
 def _real_weights(models: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str((models / f"{CARD_NAME}.safetensors").resolve()))
+    return load_file(str(models / f"{CARD_NAME}.safetensors"))
 
 
 def _install_weights(models: Path, data: bytes) -> Path:

@@ -60,8 +60,8 @@ def test_auc_hand_computed():
 
 
 def test_roc_auc_tar_match_their_definitions():
-    """roc and auc come from scikit-learn; check them, and tar_at_far / eer built on top, against the plain
-    definitions on random scores with plenty of ties."""
+    """roc (numpy) and auc (scipy's Mann-Whitney U): check them, and tar_at_far / eer built on top, against the
+    plain definitions on random scores with plenty of ties."""
     rng = np.random.default_rng(0)
     for trial in range(20):
         n = int(rng.integers(2, 300))

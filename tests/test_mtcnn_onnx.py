@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from faceverify.detect import Detector, Face, OnnxMtcnnDetector, make_detector
-from faceverify.embed import models_dir
 from faceverify.errors import ModelError
 from faceverify.eval.pairs import read_lfw_pairs
 from faceverify.images import load_image
-from faceverify.modelcard import DetectorCard
+from faceverify.modelcard import DetectorCard, shipped_models_dir
 from faceverify.pipeline import FacePipeline
 from faceverify.video.tracking import iou_matrix
 from tools.video_synth import choose_cast, make_test_video
@@ -80,7 +79,7 @@ def test_the_video_loop_can_use_it_and_the_card_is_checked(tmp_path, monkeypatch
     assert pipeline.detector_kind == "mtcnn" and np.allclose(pipeline.template, pipeline.card.template)
     with pytest.raises(ModelError, match="runs on cpu"):
         make_detector("mtcnn-onnx", "cuda")
-    shipped, copy = models_dir(), tmp_path / "models"
+    shipped, copy = shipped_models_dir(), tmp_path / "models"
     shutil.copytree(shipped, copy, ignore=shutil.ignore_patterns("*.safetensors", "*.onnx", "__pycache__"))
     monkeypatch.setenv("FACEVERIFY_MODELS", str(copy))
     card = DetectorCard.load(copy / "detectors" / "mtcnn.json")

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from faceverify.detect import Detector, YuNetDetector, choose_detector, select_faces
-from faceverify.embed import Embedder, OnnxEmbedder, available_models, choose_backend, models_dir, resolve_card
+from faceverify.embed import Embedder, OnnxEmbedder, choose_backend
 from faceverify.errors import ModelError
 from faceverify.eval.pairs import read_lfw_pairs
 from faceverify.images import load_image
-from faceverify.modelcard import ModelCard
+from faceverify.modelcard import ModelCard, available_models, resolve_card, shipped_models_dir
 from faceverify.pipeline import FacePipeline
 
 
@@ -142,7 +142,7 @@ def test_defaults_pick_onnx_and_yunet_on_cpu_torch_and_mtcnn_on_cuda():
 @pytest.fixture()
 def models_copy(tmp_path, monkeypatch):
     copy = tmp_path / "models"
-    shutil.copytree(models_dir(), copy, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
+    shutil.copytree(shipped_models_dir(), copy, ignore=shutil.ignore_patterns("*.safetensors", "__pycache__"))
     monkeypatch.setenv("FACEVERIFY_MODELS", str(copy))
     return copy
 
@@ -166,7 +166,10 @@ def test_card_onnx_field_must_be_a_plain_onnx_name_with_its_sha256():
     for bad in ({"onnx": "../x.onnx"}, {"onnx": "x.bin"}, {"onnx_sha256": "ABC"}):
         with pytest.raises(ModelError, match="onnx"):
             ModelCard.from_dict({**data, **bad})
-    assert ModelCard.from_dict({**data, "onnx": "", "onnx_sha256": ""}).onnx == ""
+    with pytest.raises(ModelError, match="or the card's 'onnx' file"):  # its weights are in the ONNX file it drops
+        ModelCard.from_dict({**data, "onnx": "", "onnx_sha256": ""})
+    alone = ModelCard.from_dict({**data, "onnx": "", "onnx_sha256": "", "weights": "w.safetensors"})
+    assert alone.onnx == "" and not alone.weights_in_onnx and card.weights_in_onnx
 
 
 NO_TORCH = """\
@@ -202,21 +205,10 @@ print(json.dumps(dict(codes=codes, heavy=heavy)))
 """
 
 
-def test_identify_source_runs_without_importing_torch(lfw_image, tmp_path):
+def test_identify_source_runs_without_importing_torch(lfw_image, drifting_face_video, tmp_path):
     """Video's default detector on CPU is MTCNN's ONNX cascade: `identify --source` names the enrolled face in a
     short video (the LFW photo drifting across a 640x480 frame) without importing torch."""
-    import cv2
-
-    from faceverify.images import load_image
-
-    face = cv2.cvtColor(load_image(lfw_image("Colin_Powell", 2)), cv2.COLOR_RGB2BGR)
-    video = tmp_path / "walk.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
-    for i in range(25):
-        frame = np.full((480, 640, 3), 90, np.uint8)
-        frame[100:350, 40 + 8 * i:290 + 8 * i] = face
-        writer.write(frame)
-    writer.release()
+    video = drifting_face_video
     proc = subprocess.run([sys.executable, "-c", NO_TORCH_VIDEO, str(lfw_image("Colin_Powell", 1)), str(video),
                            str(tmp_path / "g.sqlite")], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from faceverify.embed import resolve_card
+from faceverify.modelcard import resolve_card
 from faceverify.errors import FaceverifyError
 from faceverify.decision import DEFAULT_FAR, DEFAULT_FPIR, far_at, identification_point, operating_point
 

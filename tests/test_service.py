@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faceverify.embed import default_model_name
+from faceverify.modelcard import default_model_name
 from faceverify.gallery import Gallery
 from faceverify.service import ServiceConfig, create_app
 from faceverify.service.config import MiB

@@ -7,7 +7,11 @@ Ours runs on the default path (ONNX Runtime + YuNet on CPU, no torch) and, in th
 the torch path (``--backend torch --detector mtcnn``). Runs are interleaved; medians are reported, then the peak resident memory of one more run of each. Every run of either side must exit 0 and print the expected
 answer (both say "same person" for two images of Colin Powell), else the benchmark stops with an error.
 
-    python tools/bench_coldstart.py --rounds 7 [--lfw ROOT] [--peer-python PYTHON]
+    python tools/bench_coldstart.py --rounds 7 [--lfw ROOT] [--peer-python PYTHON] [--light FACEVERIFY]
+
+``--light`` names the ``faceverify`` of a default install (a venv with the wheel and no torch, e.g. the one
+``tests/test_packaging.py`` builds, or ``pip install dist/faceverify-*.whl`` in a fresh venv): its default
+command joins the same interleaved rounds, so the two installs' cold starts are compared on one machine state.
 
 The peer needs ``pip install --no-deps face_recognition`` beside the ``peer`` extra (``make env`` does both).
 """
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--peer-python", default=sys.executable,
                         help="interpreter with face_recognition installed (default: this one)")
+    parser.add_argument("--light", default=None, help="faceverify of a default install (no torch), timed too")
     args = parser.parse_args(argv)
     images = lfw_image_dir(lfw_root(args.lfw))
     a, b = images / KNOWN_NAME / f"{KNOWN_NAME}_0001.jpg", images / KNOWN_NAME / f"{KNOWN_NAME}_0002.jpg"
@@ -113,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         ours_cmd = [exe, "verify", str(a), str(b), "--device", "cpu"]
         torch_cmd = ours_cmd + ["--backend", "torch", "--detector", "mtcnn"]
         peer_cmd = [args.peer_python, "-c", PEER_SHIM, str(known), str(b)]
+        light_cmd = None if args.light is None else [args.light, *ours_cmd[1:]]
+        light: list[float] = []
         ours: list[float] = []
         torch_path: list[float] = []
         peer: list[float] = []
@@ -120,15 +127,23 @@ def main(argv: list[str] | None = None) -> int:
             t, proc = timed(ours_cmd)
             out_ours = check_ours(proc)
             ours.append(t)
+            if light_cmd is not None:
+                t, proc = timed(light_cmd)
+                check_ours(proc)
+                light.append(t)
             t, proc = timed(torch_cmd)
             check_ours(proc)
             torch_path.append(t)
             t, proc = timed(peer_cmd)
             out_peer = check_peer(proc, b)
             peer.append(t)
-        rss = [peak_rss_mb(cmd) for cmd in (ours_cmd, torch_cmd, peer_cmd)]
+        rss = [peak_rss_mb(cmd) for cmd in (ours_cmd, torch_cmd, peer_cmd, *([light_cmd] if light_cmd else []))]
     o, tp, p = statistics.median(ours), statistics.median(torch_path), statistics.median(peer)
     print(f"faceverify verify (default: onnx + yunet): median {o:.2f} s over {args.rounds} runs  ({out_ours})")
+    if light:
+        li = statistics.median(light)
+        print(f"faceverify verify, default install (no torch): median {li:.2f} s, ratio to dlib {li / p:.2f}, "
+              f"to the full install's default {li / o:.2f}; peak RSS {rss[3]:.0f} MiB")
     print(f"faceverify verify --backend torch --detector mtcnn: median {tp:.2f} s")
     print(f"face_recognition (dlib): median {p:.2f} s over {args.rounds} runs  ({out_peer})")
     print(f"ratio faceverify / dlib: default {o / p:.2f}, torch path {tp / p:.2f}")

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "faceverify"
 MAX_LINES = 450
 MAX_MODULES = 12
 LAYERS = [
-    ("errors", "_util", "models", "configs"),
+    ("errors", "_util", "configs"),
     ("images", "modelcard", "networks", "mtcnn", "yunet"),
     ("detect", "align", "embed", "quality"),
     ("pipeline", "decision", "gallery"),

@@ -1,6 +1,6 @@
 """Export MTCNN's three stages (facenet-pytorch's PNet, RNet and ONet weights) to ONNX with their detector card.
 
-    python tools/export_mtcnn.py        # writes faceverify/models/detectors/mtcnn-{pnet,rnet,onet}.onnx + mtcnn.json
+    python tools/export_mtcnn.py        # writes models/detectors/mtcnn-{pnet,rnet,onet}.onnx + mtcnn.json
 
 The weights are the state dicts facenet-pytorch 2.5.3 ships (``facenet_pytorch/data/{pnet,rnet,onet}.pt``, MIT),
 read with ``torch.load(weights_only=True)`` into its modules and exported with ``torch.onnx.export``: input
@@ -24,8 +24,7 @@ import torch
 from facenet_pytorch.models import mtcnn as facenet_mtcnn
 
 from faceverify._util import sha256_bytes, sha256_file, write_atomic
-from faceverify.detect import detectors_dir
-from faceverify.modelcard import DetectorCard
+from faceverify.modelcard import DetectorCard, shipped_models_dir
 
 OPSET = 18
 STAGES = {  # stage: (module, output names, example input size, input sizes checked)
@@ -69,7 +68,7 @@ def export_stage(stage: str) -> bytes:
 def main() -> int:
     torch.set_num_threads(1)
     files = {stage: export_stage(stage) for stage in STAGES}
-    out = detectors_dir()
+    out = shipped_models_dir() / "detectors"
     stages = {}
     for stage, data in files.items():
         target = out / f"mtcnn-{stage}.onnx"

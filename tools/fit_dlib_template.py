@@ -1,6 +1,6 @@
 """Fit the alignment template that puts MTCNN's 5 landmarks where dlib's face chips put those facial points.
 
-    python tools/fit_dlib_template.py [--lfw ROOT] [--limit 1000] [--check 50] [--card faceverify/models/dlib-resnet-v1.json]
+    python tools/fit_dlib_template.py [--lfw ROOT] [--limit 1000] [--check 50] [--card models/dlib-resnet-v1.json]
 
 The imported dlib ResNet was trained on dlib's chips (5-point shape, get_face_chip size 150, padding 0.25), so
 its template must map MTCNN's landmarks onto where those chips show the eyes, nose tip and mouth corners. For
@@ -39,7 +39,7 @@ from faceverify.modelcard import ModelCard
 from tools.common import REPO_ROOT, lfw_root
 from tools.dlib_peer import CHIP_PADDING, CHIP_SIZE, DlibPipeline, cosine
 
-DEFAULT_CARD = REPO_ROOT / "faceverify" / "models" / "dlib-resnet-v1.json"
+DEFAULT_CARD = REPO_ROOT / "models" / "dlib-resnet-v1.json"
 POINTS = ("left eye", "right eye", "nose", "left mouth", "right mouth")
 MAX_CENTRE_OFFSET = 0.35
 """Largest distance between dlib's and MTCNN's box centres, as a fraction of dlib's box width, for one face."""

@@ -1,6 +1,6 @@
 """Import dlib's CC0 face recognition ResNet into faceverify: safetensors weights plus a model card.
 
-    python tools/import_dlib.py [--dat PATH] [--out faceverify/models/]
+    python tools/import_dlib.py [--dat PATH] [--out models/]
 
 The .dat file is read directly, following dlib's own serialisation code (dlib/serialize.h,
 dlib/float_details.h, dlib/dnn/{core,tensor,layers,input,loss}.h); dlib is neither called nor compiled.
@@ -579,7 +579,7 @@ def describe(net: DlibNet) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dat", type=Path, help=f"dlib's {SOURCE_FILE} (default: from {SOURCE_PACKAGE})")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "faceverify" / "models", help="output folder (default: faceverify/models/)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models", help="output folder (default: models/)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -1,5 +1,5 @@
 """Import the EdgeFace authors' int8 releases (EdgeFace-XS, EdgeFace-XXS; BSD-3-Clause) as float safetensors
-plus model cards in faceverify/models/.
+plus model cards in models/.
 
     python tools/import_edgeface.py [--weights DIR] [--lfw LFW] [MODEL ...]   # default: edgeface-xs edgeface-xxs
 
@@ -39,10 +39,9 @@ from torch import nn
 from faceverify._util import sha256_bytes, sha256_file, write_atomic
 from faceverify.align import align_face
 from faceverify.detect import YuNetDetector, select_faces
-from faceverify.embed import models_dir
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
 from faceverify.images import load_image
-from faceverify.modelcard import ModelCard
+from faceverify.modelcard import ModelCard, shipped_models_dir
 from faceverify.networks import build
 from faceverify.networks.edgeface import ARCFACE_TEMPLATE, INPUT_SIZE, MEAN, STD
 from tools.common import REPO_ROOT, lfw_root
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", help=f"any of {', '.join(MODELS)} (default: both)")
     parser.add_argument("--weights", type=Path, default=SHARED_WEIGHTS)
     parser.add_argument("--lfw", type=Path, default=None, help="LFW root for the parity faces")
-    parser.add_argument("--out", type=Path, default=None, help="models folder (default: faceverify/models)")
+    parser.add_argument("--out", type=Path, default=None, help="models folder (default: models/)")
     args = parser.parse_args(argv)
     unknown = set(args.models) - set(MODELS)
     if unknown:
@@ -275,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     crops = parity_crops(lfw_root(args.lfw))
     for name in args.models or MODELS:
-        print(import_model(name, args.weights, crops, args.out or models_dir()))
+        print(import_model(name, args.weights, crops, args.out or shipped_models_dir()))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Import OpenCV Zoo's YuNet face detector into faceverify/models/detectors/ with its card.
+"""Import OpenCV Zoo's YuNet face detector into models/detectors/ with its card.
 
     python tools/import_yunet.py [--weights DIR]     # default: ../shared/weights
 
@@ -24,10 +24,10 @@ import numpy as np
 
 from faceverify._util import sha256_file, write_atomic
 from faceverify.align import similarity_transform
-from faceverify.detect import Detector, YuNetDetector, detectors_dir, select_faces
+from faceverify.detect import Detector, YuNetDetector, select_faces
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
 from faceverify.images import load_image
-from faceverify.modelcard import DetectorCard
+from faceverify.modelcard import DetectorCard, shipped_models_dir
 from tools.common import REPO_ROOT, lfw_root
 
 SOURCE = "face_detection_yunet_2023mar.onnx"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = cv2.FaceDetectorYN.create("onnx", np.frombuffer(data, np.uint8), np.zeros(0, np.uint8), (320, 320))
     detector.detect(np.zeros((320, 320, 3), np.uint8))  # loads and runs, or raises
     licence = (args.weights / "LICENSE-yunet-MIT.txt").read_text().strip()
-    out = detectors_dir()
+    out = shipped_models_dir() / "detectors"
     out.mkdir(exist_ok=True)
     target = out / "yunet.onnx"
     write_atomic(target, data)

@@ -17,7 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from faceverify.embed import Embedder, resolve_card
+from faceverify.embed import Embedder
+from faceverify.modelcard import resolve_card
 from faceverify.eval.cache import EmbeddingCache
 from faceverify.eval.calibrate import calibrate_on_lfw
 from faceverify.pipeline import FacePipeline

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ..api import FaceVerifier
-from ..embed import Embedder, models_dir, resolve_card
+from ..embed import Embedder
 from ..errors import FaceverifyError
-from ..modelcard import ModelCard
+from ..modelcard import ModelCard, resolve_card, user_models_dir
 from ..train.data import BatchAugment
 from ..train.export import export_run
 from ..train.loop import Progress
@@ -82,7 +82,7 @@ def adapt(
     """Adapt ``settings.base`` to the faces of ``sources`` and export it as ``settings.name``; returns its card.
     ``ordinary``: photos in ordinary light (files, folders) on which the base model's embeddings are kept."""
     card, _ = resolve_card(settings.base)
-    target = (models or models_dir()) / f"{settings.name}.json"
+    target = (models or user_models_dir()) / f"{settings.name}.json"
     if target.exists() and not force:  # before hours of training, not after
         raise FaceverifyError(f"{target} exists: choose another --out or pass --force")
     tracks: list[Path] = []

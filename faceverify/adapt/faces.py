@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._util import sha256_bytes, write_atomic
-from ..embed import resolve_card
+from ..modelcard import resolve_card
 from ..errors import BadInputError
 from ..gallery import Gallery
 from ..images import list_images

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..embed import resolve_card
+from ..modelcard import resolve_card
 from ..train.config import (
     AugmentConfig,
     DataConfig,

@@ -18,6 +18,7 @@ import warnings
 import typer
 
 from ..errors import FaceverifyError
+from ..errors import extra_for_module, missing_message
 from .options import EXIT_DIFFERENT, EXIT_ERROR, EXIT_PARTIAL, app, err
 from . import core, reembed, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
 
@@ -40,6 +41,12 @@ def run(argv: list[str] | None = None) -> int:
     except FaceverifyError as exc:
         err(str(exc))
         return EXIT_ERROR
+    except ModuleNotFoundError as exc:  # a module of an extra that is not installed, reached past the checks
+        extra = extra_for_module(exc.name)
+        if extra is None:
+            return _internal_error(exc)
+        err(missing_message(extra, _command(argv)))
+        return EXIT_ERROR
     except (KeyboardInterrupt, typer.Abort):
         err("interrupted")
         return 130
@@ -47,10 +54,25 @@ def run(argv: list[str] | None = None) -> int:
         exc.show()  # type: ignore[attr-defined]
         return int(getattr(exc, "exit_code", EXIT_ERROR))
     except Exception as exc:  # noqa: BLE001 - the CLI promises no traceback
-        if os.environ.get("FACEVERIFY_DEBUG"):
-            raise
-        err(f"internal error: {type(exc).__name__}: {exc} (set FACEVERIFY_DEBUG=1 for the traceback)")
-        return EXIT_ERROR
+        return _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> int:
+    """One line for an error nobody foresaw (the traceback with ``FACEVERIFY_DEBUG=1``)."""
+    if os.environ.get("FACEVERIFY_DEBUG"):
+        raise exc
+    err(f"internal error: {type(exc).__name__}: {exc} (set FACEVERIFY_DEBUG=1 for the traceback)")
+    return EXIT_ERROR
+
+
+def _command(argv: list[str] | None) -> str:
+    """The command as typed (with its subcommand for the groups), for messages."""
+    words = []
+    for word in sys.argv[1:] if argv is None else argv:
+        if word.startswith("-"):
+            break
+        words.append(word)
+    return " ".join(words[: 2 if words[:1] in (["gallery"], ["evaluate"]) else 1]) or "faceverify"
 
 
 def main() -> None:

@@ -342,22 +342,35 @@ def gallery_migrate(
 
 @app.command()
 def models(as_json: bool = JsonOpt) -> None:
-    """The models available, with their cards' key facts."""
-    from ..embed import available_models, default_model_name, resolve_card
+    """The models available, where each comes from (FACEVERIFY_MODELS, user, shipped) and its card's key facts."""
+    from ..errors import ModelError
+    from ..modelcard import ModelCard, available_models, card_paths, default_model_name, hidden_by, model_folders
 
     default = default_model_name()
     rows = []
     for name in available_models():
-        card, _ = resolve_card(name)
-        rows.append(dict(name=name, default=name == default, architecture=card.architecture,
-                         input_size=card.input_size, embedding_size=card.embedding_size,
-                         thresholds=card.thresholds))
+        found = card_paths(name)
+        path, kind = found[0]
+        row = dict(name=name, default=name == default, source=kind, path=str(path),
+                   hides=[dict(source=k, path=str(p)) for p, k in hidden_by(found)])
+        try:
+            card = ModelCard.load(path)
+            row.update(architecture=card.architecture, input_size=card.input_size, embedding_size=card.embedding_size,
+                       thresholds=card.thresholds)
+        except ModelError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for r in rows:
         mark = "*" if r["default"] else " "
-        typer.echo(f"{mark} {r['name']}\t{r['architecture']}\t{r['input_size']}px\t{r['embedding_size']}-d")
+        facts = (f"{r['architecture']}\t{r['input_size']}px\t{r['embedding_size']}-d" if "error" not in r
+                 else f"unreadable card: {r['error']}")
+        hides = "".join(f"\t(hides the {h['source']} model of that name)" for h in r["hides"])
+        typer.echo(f"{mark} {r['name']}\t{facts}\t{r['source']}{hides}")
+    folders = ", ".join(f"{f.path} ({f.kind})" for f in model_folders())
+    typer.echo(f"searched in order: {folders}; * the default", err=True)
 
 
 @app.command()
@@ -370,7 +383,7 @@ def calibrate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card."""
-    from ..embed import resolve_card
+    from ..modelcard import resolve_card
     from ..eval.cache import EmbeddingCache
     from ..eval.calibrate import calibrate_on_lfw, devtrain_images
     from ..eval.pairs import require_lfw_root

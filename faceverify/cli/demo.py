@@ -36,14 +36,18 @@ def demo(
 
 
 def lfw_images_or_download(explicit: Path | None) -> tuple[Path, Path | None]:
-    """(image directory, protocol-file directory or None): a local LFW, else scikit-learn's download."""
+    """(image directory, protocol-file directory or None): a local LFW, else scikit-learn's download (when
+    scikit-learn is installed: it is not a dependency)."""
     from ..eval.pairs import find_lfw_root, lfw_image_dir
 
     root = find_lfw_root(explicit)
     if root is not None:
         return lfw_image_dir(root), root
-    from sklearn.datasets import fetch_lfw_people, get_data_home
-
+    try:
+        from sklearn.datasets import fetch_lfw_people, get_data_home
+    except ImportError:
+        raise FaceverifyError("LFW not found locally: pass --lfw DIR or set FACEVERIFY_LFW (with scikit-learn "
+                              "installed, the demo downloads it)") from None
     try:
         fetch_lfw_people(funneled=False, min_faces_per_person=20, download_if_missing=True)
     except OSError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from ..errors import require
 from .options import DeviceOpt, FlipOpt, MatchOpt, ModelOpt, app, progress_bar
 
 if TYPE_CHECKING:
@@ -52,7 +53,17 @@ class EnrolBy(str, Enum):
 RootOpt = typer.Option(None, "--root", help="LFW root with the protocol files (default: $FACEVERIFY_LFW; make sets it to ../shared/datasets/lfw when that exists).")
 ReportJsonOpt = typer.Option(False, "--json", help="One JSON object with every figure.")
 ScoresOpt = typer.Option(None, "--scores", help="Write one CSV row per pair with its similarity.")
-PlotOpt = typer.Option(None, "--plot", help="Write the ROC curve (FAR on a log axis) as a PNG.")
+
+
+def _plots_installed(path: Optional[Path]) -> Optional[Path]:
+    """--plot's check, as the command line is read: matplotlib is the plots extra."""
+    if path is not None:
+        require("plots", "--plot")
+    return path
+
+
+PlotOpt = typer.Option(None, "--plot", callback=_plots_installed, help="Write the ROC curve (FAR on a log axis) as a "
+                       "PNG (needs the plots extra).")
 
 
 def _face_opt(default: EvalFace) -> Any:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from enum import Enum
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import typer
+from typer.core import TyperCommand
 
 if TYPE_CHECKING:
     from ..eval.evaluate import StartProgress
@@ -25,6 +26,31 @@ app = typer.Typer(
 )
 
 
+class ListOptions(TyperCommand):
+    """A command whose repeatable options also take several values after one flag: ``--from a b c`` is read as
+    ``--from a --from b --from c``. The values run up to the next word that starts with ``-`` (or ``--``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        repeatable = {flag for p in self.params if p.param_type_name == "option" and p.multiple
+                      and not getattr(p, "is_flag", False) for flag in p.opts}
+        spread: list[str] = []
+        flag, values = None, 0
+        for i, word in enumerate(args):
+            if word == "--":
+                spread += args[i:]
+                break
+            if word.startswith("-"):
+                name = word.split("=", 1)[0]
+                flag, values = (name, int("=" in word)) if name in repeatable else (None, 0)
+                spread.append(word)
+            elif flag is not None:
+                spread += [flag, word] if values else [word]
+                values += 1
+            else:
+                spread.append(word)
+        return super().parse_args(ctx, spread)
+
+
 class FaceOpt(str, Enum):
     """Which faces count in an image holding several."""
 
@@ -33,7 +59,7 @@ class FaceOpt(str, Enum):
     all = "all"
 
 
-ModelOpt = typer.Option(None, "--model", "-m", help="Model name in the models directory (default: the shipped default).")
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name, as `faceverify models` lists them (default: the default model).")
 DeviceOpt = typer.Option(None, "--device", help="torch device, e.g. cpu or cuda (default: CUDA when available).")
 GalleryOpt = typer.Option(None, "--gallery", "-g", help="Gallery file, or postgresql://user@host/db "
                          "(default: $FACEVERIFY_GALLERY, else the user data dir).")

@@ -6,10 +6,11 @@ from typing import List, Optional
 
 import typer
 
-from .options import BackendChoiceOpt, BackendOpt, DetectorChoiceOpt, DetectorOpt, DeviceOpt, GalleryOpt, ModelOpt, app
+from .options import (BackendChoiceOpt, BackendOpt, DetectorChoiceOpt, DetectorOpt, DeviceOpt, GalleryOpt, ListOptions,
+                      ModelOpt, app)
 
 
-@app.command()
+@app.command(cls=ListOptions)
 def serve(
     gallery: Optional[str] = GalleryOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (another than loopback needs a key)."),
@@ -19,7 +20,7 @@ def serve(
     read_key: Optional[str] = typer.Option(None, "--read-key", envvar="FACEVERIFY_READ_KEY", show_envvar=True,
                                            show_default=False, help="A key that may only read (GET)."),
     webhook: Optional[List[str]] = typer.Option(None, "--webhook", help="URL to post each decided track and each "
-                                                "track end to, as JSON (repeatable)."),
+                                                "track end to, as JSON (several: --webhook URL1 URL2)."),
     keep_unknown: int = typer.Option(0, "--keep-unknown", min=0, max=10_000, help="Keep the best face of the last N "
                                      "unknown tracks, for the page to name or dismiss."),
     max_body_mb: float = typer.Option(32, "--max-body-mb", min=0.01, help="Largest request body, MiB (413 above)."),
@@ -36,13 +37,11 @@ def serve(
 ) -> None:
     """Serve the REST API (v1, OpenAPI page at /docs) and the web page (/) on one loaded model and the gallery
     the CLI uses. Ctrl-C stops it."""
-    from ..errors import FaceverifyError
+    from ..errors import require
     from ..gallery import gallery_location
 
-    try:
-        from ..service import ServiceConfig, serve as run_service
-    except ImportError as exc:
-        raise FaceverifyError(f"faceverify serve needs FastAPI and uvicorn ({exc}): pip install 'faceverify[serve]'") from None
+    require("serve", "serve")
+    from ..service import ServiceConfig, serve as run_service
     from .core import _verifier
 
     mib = 1024 * 1024

@@ -18,7 +18,8 @@ import typer
 
 from ..adapt.settings import AdaptSettings
 from ..errors import FaceverifyError
-from .options import app, progress_bar
+from ..errors import require
+from .options import ListOptions, app, progress_bar
 
 if TYPE_CHECKING:
     from ..train.loop import Progress
@@ -40,7 +41,7 @@ class PrepareDetector(str, Enum):
     yunet = "yunet"
 
 
-@train_app.command()
+@train_app.command(cls=ListOptions)
 def prepare(
     data: Path = typer.Argument(..., help="Identity folders (DATA/<identity>/*.jpg), or an LFW root with --people/--pairs."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache directory (default: <user cache>/faces/<DATA name>)."),
@@ -56,6 +57,7 @@ def prepare(
     as_json: bool = typer.Option(False, "--json", help="Print the cache summary as JSON."),
 ) -> None:
     """Detect and align every face once (the shipped front end) into a memory-mapped cache; resumable."""
+    require("train", "prepare")
     from ..eval.pairs import lfw_image_dir
     from ..train.prepare import (
         DEFAULT_SIZES,
@@ -98,14 +100,15 @@ def prepare(
                    f"({summary['no_face']} without a face: centre crop, flagged; {summary['unreadable']} unreadable)")
 
 
-@train_app.command()
+@train_app.command(cls=ListOptions)
 def train(
     config: str = typer.Option(..., "--config", "-c", help="Training config (.toml or .json), or the name of a bundled one, e.g. mobilefacenet-folders."),
-    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override one value, e.g. --set run.epochs=2 (repeatable)."),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help="Override one value, e.g. --set run.epochs=2 (several: --set a=1 b=2)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Identity folders to train on (sets data.images; prepared once, cached)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
 ) -> None:
     """Train an embedding network on a prepared face cache; several GPUs: torchrun --nproc_per_node N $(which faceverify) train ..."""
+    require("train", "train")
     from ..train.config import load_config
     from ..train.loop import train as run_training
 
@@ -138,11 +141,11 @@ def _epoch_bars(stack: ExitStack) -> Progress:
     return progress
 
 
-@train_app.command("export-model")
+@train_app.command("export-model", cls=ListOptions)
 def export_model(
     run: Path = typer.Argument(..., help="A training run directory (run.out of its config)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the config's name)."),
-    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
+    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: the first $FACEVERIFY_MODELS folder, else the user models folder that `faceverify models` names)."),
     root: Optional[Path] = typer.Option(None, "--root", help="LFW root for DevTrain/DevTest figures (default: $FACEVERIFY_LFW or the shared copy)."),
     no_lfw: bool = typer.Option(False, "--no-lfw", help="Skip the LFW figures."),
     cache: Optional[List[Path]] = typer.Option(None, "--cache", help="Extra face caches for evaluation images (e.g. the pairsDevTest cache)."),
@@ -151,20 +154,22 @@ def export_model(
     force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
 ) -> None:
     """Write the run's best checkpoint as <models>/<name>.safetensors with a calibrated, evaluated model card."""
+    require("train", "export-model")
     from ..eval.pairs import find_lfw_root
     from ..train.export import export_run
 
     lfw = None if no_lfw else find_lfw_root(root)
     card_path = export_run(run, name, models, lfw, cache or [], device, force, notes, progress=typer.echo)
-    typer.echo(f"exported {card_path} (not made the default: edit models/DEFAULT to choose it)")
+    typer.echo(f"exported {card_path} (not made the default: write its name into {card_path.parent / 'DEFAULT'} "
+               "to choose it)")
 
 
-@train_app.command()
+@train_app.command(cls=ListOptions)
 def adapt(
-    sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images, video files (each track's faces are one person) or folders of them (repeatable)."),
-    ordinary: Optional[List[Path]] = typer.Option(None, "--ordinary", help="Photos in ordinary light (e.g. enrolment photos; files or folders, repeatable), learnt from too, on which the base model's embeddings are kept."),
+    sources: Optional[List[Path]] = typer.Option(None, "--from", help="Unlabelled face images, video files (each track's faces are one person) or folders of them (several: --from a b c)."),
+    ordinary: Optional[List[Path]] = typer.Option(None, "--ordinary", help="Photos in ordinary light (e.g. enrolment photos; files or folders, several: --ordinary a b), learnt from too, on which the base model's embeddings are kept."),
     from_gallery: Optional[str] = typer.Option(None, "--from-gallery", help="Also the faces a gallery (file or postgresql:// URL) kept at enrolment, without their names."),
-    out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the models directory)."),
+    out: str = typer.Option(..., "--out", help="Name of the adapted model (written to the user models folder, or --models-dir)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model (default: the shipped default)."),
     epochs: int = typer.Option(AdaptSettings.epochs, "--epochs", help="Passes over the faces."),
     batch_size: int = typer.Option(AdaptSettings.batch_size, "--batch-size", help="Faces per step (each seen in two views)."),
@@ -176,15 +181,16 @@ def adapt(
     train_stages: int = typer.Option(AdaptSettings.train_stages, "--train-stages", min=0, help="Only this many stage groups of the network learn, input side first (0: all; EdgeFace: stem, four stages, head; the default 4 leaves its last stage and head as they are)."),
     keep: float = typer.Option(AdaptSettings.keep, "--keep", min=0.0, max=1.0, help="Share of the change in weights the model keeps (the rest interpolated back toward the base)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory for checkpoints (default: runs/adapt-<out>)."),
-    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: $FACEVERIFY_MODELS or the package's models)."),
+    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: the first $FACEVERIFY_MODELS folder, else the user models folder that `faceverify models` names)."),
     device: str = typer.Option(AdaptSettings.device, "--device", help="torch device (auto: CUDA when available)."),
     threads: int = typer.Option(AdaptSettings.threads, "--threads", help="CPU threads for torch (0: torch's default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace an existing model of that name."),
 ) -> None:
     """Adapt a model to a camera from faces nobody labelled (NT-Xent over augmented views, anchored to the base)."""
+    require("train", "adapt")
     from ..adapt.adaptation import adapt as run_adapt
-    from ..embed import resolve_card
+    from ..modelcard import resolve_card
 
     base = model or resolve_card(None)[0].name
     faces: list[Path] = list(sources or [])

@@ -1,7 +1,7 @@
 """Verification and open-set identification metrics on similarity scores.
 
-The ROC curve and its area come from scikit-learn; what it lacks is here: the threshold at a FAR, TAR at FAR,
-the EER, the LFW k-fold rule and open-set identification (DIR/FPIR).
+The exact ROC curve (numpy), its area (scipy's Mann-Whitney U), the threshold at a FAR, TAR at FAR, the EER, the
+LFW k-fold rule and open-set identification (DIR/FPIR).
 
 Conventions used throughout:
 
@@ -106,25 +106,33 @@ def far_key(far: float) -> str:
 
 
 def roc(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact ROC curve: ``(far, tar, thresholds)``, from :func:`sklearn.metrics.roc_curve` with no point dropped.
+    """Exact ROC curve: ``(far, tar, thresholds)``, every point kept (as scikit-learn's ``roc_curve`` with
+    ``drop_intermediate=False``; the tests check it against the definition).
 
     One operating point per distinct score (tied scores move together, giving a diagonal step), in decreasing
     threshold order, preceded by ``threshold = +inf`` with ``far = tar = 0``. Point ``i`` is the rate of
     scores ``>= thresholds[i]``; ``far`` and ``tar`` are non-decreasing and end at 1.
     """
-    from sklearn.metrics import roc_curve  # here, not at module level: calibration needs no scikit-learn
-
     s, y = _pair_inputs(scores, labels)
-    far, tar, thresholds = roc_curve(y, s, pos_label=True, drop_intermediate=False)
-    return far, tar, thresholds.astype(np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # the last pair of each run of tied scores
+    accepted_genuine = np.cumsum(y)[last]
+    accepted_impostor = last + 1 - accepted_genuine
+    tar = np.r_[0.0, accepted_genuine / y.sum()]
+    far = np.r_[0.0, accepted_impostor / (y.size - y.sum())]
+    return far, tar, np.r_[np.inf, s[last]].astype(np.float64)
 
 
 def auc(scores: Any, labels: Any) -> float:
-    """Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`: tied genuine/impostor scores count 1/2)."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve: the chance that a genuine pair outscores an impostor pair, tied pairs counting
+    1/2 (the Mann-Whitney U statistic over both counts, :func:`scipy.stats.mannwhitneyu`)."""
+    from scipy.stats import mannwhitneyu
 
     s, y = _pair_inputs(scores, labels)
-    return float(roc_auc_score(y, s))
+    genuine, impostor = s[y].astype(np.float64), s[~y].astype(np.float64)
+    return float(mannwhitneyu(genuine, impostor, alternative="two-sided", method="asymptotic").statistic
+                 / (genuine.size * impostor.size))
 
 
 def eer(scores: Any, labels: Any) -> float:

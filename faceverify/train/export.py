@@ -20,11 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from .. import networks
 from .._util import pick_device, sha256_file
-from ..embed import Embedder, models_dir
+from ..embed import Embedder
 from ..errors import FaceverifyError
 from ..eval.cache import embed_paths
 from ..eval.calibrate import CALIBRATION_FARS, all_pair_scores, calibrate_scores
-from ..modelcard import ModelCard
+from ..modelcard import ModelCard, user_models_dir
 from .config import expand, stored_config
 from .prepare import UNREADABLE, FaceCache
 from .validate import CachedFrontEnd
@@ -99,7 +99,7 @@ def export_run(
         weights = transform(weights)
     cfg = stored_config(meta["config"])
     name = name or cfg.name
-    directory = directory or models_dir()
+    directory = directory or user_models_dir()
     card_path, weights_path = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not force and (card_path.exists() or weights_path.exists()):
         raise FaceverifyError(f"{card_path} exists: choose another --name or pass --force")

@@ -69,7 +69,7 @@ class Geometry:
 
 def scaled_geometries(sizes: Sequence[int], reference: str | None = None) -> list[Geometry]:
     """The reference model card's template (default: the default model's) scaled to each crop size."""
-    from ..embed import resolve_card
+    from ..modelcard import resolve_card
 
     card, _ = resolve_card(reference)
     out = []

@@ -18,9 +18,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from .. import networks
 from .._util import pick_device, replacing
-from ..embed import Embedder, resolve_card
+from ..embed import Embedder
 from ..errors import FaceverifyError
-from ..modelcard import ModelCard
+from ..modelcard import ModelCard, resolve_card
 from .config import RunConfig, TrainConfig, expand
 from .prepare import FaceCache, default_cache_root, default_workers, list_identity_folders, prepare, scaled_geometries
 
