@@ -17,9 +17,12 @@ env: $(FULL)
 light: $(LIGHT)
 
 # The default install (what `pip install faceverify` gives: ONNX Runtime, OpenCV, FAISS; no torch), editable.
+# compat: the editable install puts the checkout on sys.path, so that `python tools/X.py` imports tools.common (the
+# mapping of models/ into the package makes setuptools' default editable mode list only the package).
+EDITABLE := --config-settings editable_mode=compat
 $(LIGHT): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q -e .
+	$(VENV)/bin/python -m pip install -q -e . $(EDITABLE)
 	touch $@
 
 # Everything the tests need: every extra (train, serve, postgres, plots), the test tools (dev) and the dlib peer.
@@ -28,7 +31,7 @@ $(LIGHT): pyproject.toml
 $(FULL): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip "setuptools>=77"
-	$(VENV)/bin/python -m pip install -q -e '.[all,dev,peer]'
+	$(VENV)/bin/python -m pip install -q -e '.[all,dev,peer]' $(EDITABLE)
 	$(VENV)/bin/python -m pip install -q --no-deps "face_recognition==1.3.0"
 	touch $@ $(LIGHT)
 

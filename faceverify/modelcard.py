@@ -291,8 +291,10 @@ def shipped_models_dir() -> Path:
 def user_models_dir() -> Path:
     """Where new models are written: the first ``$FACEVERIFY_MODELS`` folder when set, else the user models folder."""
     env = _env_dirs()
-    if env:
-        return env[0]
+    return env[0] if env else _user_folder()
+
+
+def _user_folder() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("faceverify")) / "models"
@@ -304,10 +306,8 @@ def _env_dirs() -> list[Path]:
 
 def model_folders() -> list[ModelFolder]:
     """The search path, first folder first; a folder named twice counts once."""
-    from platformdirs import user_data_dir
-
-    folders = [ModelFolder(p, ENV) for p in _env_dirs()]
-    folders += [ModelFolder(Path(user_data_dir("faceverify")) / "models", USER), ModelFolder(shipped_models_dir(), SHIPPED)]
+    folders = [*(ModelFolder(p, ENV) for p in _env_dirs()), ModelFolder(_user_folder(), USER),
+               ModelFolder(shipped_models_dir(), SHIPPED)]
     seen: set[Path] = set()
     unique = []
     for folder in folders:
@@ -367,10 +367,11 @@ def resolve_card(name: str | None = None, directory: Path | None = None) -> tupl
     return card, found[0][0]
 
 
-def hidden_by(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """The cards among ``found`` (as :func:`card_paths` lists them) that the first one hides: another model."""
-    first = _model_id(found[0][0])
-    return [(path, kind) for path, kind in found[1:] if _model_id(path) != first]
+def hidden_by(found: list[tuple[Path, str]], first_id: str | None = None) -> list[tuple[Path, str]]:
+    """The cards among ``found`` (as :func:`card_paths` lists them) that the first one (whose ``model_id`` may be
+    given) hides: another model under the same name."""
+    first_id = first_id or _model_id(found[0][0])
+    return [(path, kind) for path, kind in found[1:] if _model_id(path) != first_id]
 
 
 def _model_id(path: Path) -> str:
@@ -382,9 +383,7 @@ def _model_id(path: Path) -> str:
 
 def _warn_if_hiding(card: ModelCard, found: list[tuple[Path, str]]) -> None:
     """One warning per process for a card that hides another model of the same name further down the path."""
-    if len(found) < 2:
-        return
-    for path, kind in hidden_by(found):
+    for path, kind in hidden_by(found, card.model_id) if len(found) > 1 else []:
         key = (str(found[0][0]), str(path))
         if key not in _warned:
             _warned.add(key)

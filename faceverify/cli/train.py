@@ -24,6 +24,9 @@ from .options import ListOptions, app, progress_bar
 if TYPE_CHECKING:
     from ..train.loop import Progress
 
+ModelsDirOpt = typer.Option(None, "--models-dir", help="Where to write (default: the first $FACEVERIFY_MODELS "
+                            "folder, else the user models folder; `faceverify models` names both).")
+
 train_app = typer.Typer(no_args_is_help=True, help="Prepare face caches, train embedding networks, export them.")
 
 
@@ -145,7 +148,7 @@ def _epoch_bars(stack: ExitStack) -> Progress:
 def export_model(
     run: Path = typer.Argument(..., help="A training run directory (run.out of its config)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the config's name)."),
-    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: the first $FACEVERIFY_MODELS folder, else the user models folder that `faceverify models` names)."),
+    models: Optional[Path] = ModelsDirOpt,
     root: Optional[Path] = typer.Option(None, "--root", help="LFW root for DevTrain/DevTest figures (default: $FACEVERIFY_LFW or the shared copy)."),
     no_lfw: bool = typer.Option(False, "--no-lfw", help="Skip the LFW figures."),
     cache: Optional[List[Path]] = typer.Option(None, "--cache", help="Extra face caches for evaluation images (e.g. the pairsDevTest cache)."),
@@ -181,7 +184,7 @@ def adapt(
     train_stages: int = typer.Option(AdaptSettings.train_stages, "--train-stages", min=0, help="Only this many stage groups of the network learn, input side first (0: all; EdgeFace: stem, four stages, head; the default 4 leaves its last stage and head as they are)."),
     keep: float = typer.Option(AdaptSettings.keep, "--keep", min=0.0, max=1.0, help="Share of the change in weights the model keeps (the rest interpolated back toward the base)."),
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory for checkpoints (default: runs/adapt-<out>)."),
-    models: Optional[Path] = typer.Option(None, "--models-dir", help="Where to write (default: the first $FACEVERIFY_MODELS folder, else the user models folder that `faceverify models` names)."),
+    models: Optional[Path] = ModelsDirOpt,
     device: str = typer.Option(AdaptSettings.device, "--device", help="torch device (auto: CUDA when available)."),
     threads: int = typer.Option(AdaptSettings.threads, "--threads", help="CPU threads for torch (0: torch's default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its last checkpoint."),
