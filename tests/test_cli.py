@@ -263,3 +263,20 @@ def test_demo_clip_shows_each_still_in_turn(tmp_path, lfw_image):
     assert frames[0].std() < 3 and frames[gap + shown // 2].std() > 20  # an empty scene, then a face
     with pytest.raises(BadInputError, match="no such file"):
         make_demo_clip([tmp_path / "missing.jpg"], tmp_path / "never.mp4")
+
+
+def test_list_options_take_several_values_after_one_flag():
+    """`--from a b c` reads as `--from a --from b --from c`, up to the next option; `--` ends the spreading."""
+    from typer.main import get_command
+
+    from faceverify.cli import app
+
+    group = get_command(app)
+    adapt = group.get_command(group.make_context("faceverify", ["adapt"], resilient_parsing=True), "adapt")
+    ctx = adapt.make_context("adapt", ["--from", "a", "b", "c", "--ordinary=x", "y", "--out", "n", "--epochs", "2"])
+    assert [p.name for p in ctx.params["sources"]] == ["a", "b", "c"]
+    assert [p.name for p in ctx.params["ordinary"]] == ["x", "y"]
+    assert (ctx.params["out"], ctx.params["epochs"]) == ("n", 2)
+    export = group.get_command(group.make_context("faceverify", ["export-model"], resilient_parsing=True), "export-model")
+    ctx = export.make_context("export-model", ["--cache", "c1", "c2", "--", "run-dir"])
+    assert [p.name for p in ctx.params["cache"]] == ["c1", "c2"] and ctx.params["run"].name == "run-dir"
