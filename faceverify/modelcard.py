@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,6 +390,24 @@ def _warn_if_hiding(card: ModelCard, found: list[tuple[Path, str]]) -> None:
             _warned.add(key)
             warnings.warn(f"model '{card.name}': using {found[0][0]}, which hides the {kind} model of that name at "
                           f"{path} (rename one of them to use both)", stacklevel=3)
+
+
+def user_copy(card: ModelCard, card_path: Path) -> Path:
+    """Where a changed ``card`` (read from ``card_path``) is saved: its own path, unless it is a shipped card,
+    which is never changed in place: its files are copied into :func:`user_models_dir` and the copy's path is
+    returned (a file of that name already there must be the same file)."""
+    if card_path.parent.resolve() != shipped_models_dir().resolve():
+        return card_path
+    target = user_models_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for name in sorted({card.weights, card.onnx} - {""}):
+        source, copy = card_path.parent / name, target / name
+        if not copy.exists():
+            shutil.copyfile(source, copy)
+        elif copy.read_bytes() != source.read_bytes():
+            raise ModelError(f"{copy}: another file of that name is in the user models folder; move it away to "
+                             f"save a changed copy of the shipped model '{card.name}'")
+    return target / card_path.name
 
 
 def detector_card_path(name: str) -> Path:

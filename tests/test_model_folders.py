@@ -25,6 +25,7 @@ from faceverify.modelcard import (
     model_folders,
     resolve_card,
     shipped_models_dir,
+    user_copy,
     user_models_dir,
 )
 
@@ -121,3 +122,26 @@ def test_a_changed_tensor_in_the_onnx_file_is_refused_by_the_torch_backend(folde
         Embedder.load("edgeface-xxs", "cpu")
     assert str(model_path) in str(err.value)
     shutil.rmtree(folders["first"])
+
+
+def test_a_changed_shipped_card_is_saved_as_a_user_copy(folders, monkeypatch, capsys):
+    """`calibrate` never rewrites a shipped card (site-packages in a normal install): the card and its ONNX file
+    go to the user models folder, which then answers for the name; the shipped card stays as it was."""
+    monkeypatch.delenv("FACEVERIFY_MODELS")
+    card, path = resolve_card("edgeface-xxs")
+    shipped = path.read_bytes()
+    assert user_copy(card, path) == folders["user"] / "edgeface-xxs.json"
+    assert (folders["user"] / card.onnx).read_bytes() == (path.parent / card.onnx).read_bytes()
+    card.thresholds = {"1e-3": 0.5}
+    card.save(folders["user"] / "edgeface-xxs.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same model (thresholds are not part of its id): nothing hidden
+        again, where = resolve_card("edgeface-xxs")
+    assert where == folders["user"] / "edgeface-xxs.json" and again.thresholds == {"1e-3": 0.5}
+    assert user_copy(again, where) == where and path.read_bytes() == shipped
+    (folders["user"] / card.onnx).write_bytes(b"another file")
+    with pytest.raises(ModelError, match="another file of that name is in the user models folder"):
+        user_copy(card, path)
+    assert run(["models", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["edgeface-xxs"]["source"] == "user" and listed["edgeface-xs"]["source"] == "shipped"

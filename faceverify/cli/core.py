@@ -382,8 +382,9 @@ def calibrate(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the thresholds without writing the model card."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card."""
-    from ..modelcard import resolve_card
+    """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card (a shipped
+    model's card into a copy in the user models folder)."""
+    from ..modelcard import resolve_card, user_copy
     from ..eval.cache import EmbeddingCache
     from ..eval.calibrate import calibrate_on_lfw, devtrain_images
     from ..eval.pairs import require_lfw_root
@@ -400,6 +401,7 @@ def calibrate(
         card, card_path = resolve_card(model)
         card.thresholds = thresholds
         card.calibration = record
+        card_path = user_copy(card, card_path)  # a shipped card is copied to the user models folder, not changed
         card.save(card_path)
     if as_json:
         typer.echo(json.dumps(dict(thresholds=thresholds, calibration=record)))
