@@ -80,15 +80,6 @@ def extra_for_module(module: str | None) -> str | None:
     return next((extra for extra, (_label, modules) in EXTRAS.items() if top in modules), None)
 
 
-def missing_modules(extra: str) -> list[str]:
-    """The modules of ``extra`` that cannot be imported here."""
-    return [m for m in EXTRAS[extra][1] if importlib.util.find_spec(m) is None]
-
-
-def installed(extra: str) -> bool:
-    return not missing_modules(extra)
-
-
 def missing_message(extra: str, what: str) -> str:
     """``<what> needs the <label> extra: pip install 'faceverify[<extra>]'``."""
     return f"{what} needs the {EXTRAS[extra][0]} extra: pip install 'faceverify[{extra}]'"
@@ -96,5 +87,5 @@ def missing_message(extra: str, what: str) -> str:
 
 def require(extra: str, what: str) -> None:
     """Raise :class:`MissingExtraError` naming ``what`` (a command or option) unless ``extra`` is installed."""
-    if not installed(extra):
+    if any(importlib.util.find_spec(module) is None for module in EXTRAS[extra][1]):
         raise MissingExtraError(missing_message(extra, what))
