@@ -19,6 +19,7 @@ from .images import list_images
 from .decision import (
     DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
+from .modelcard import ModelCard
 from .pipeline import FaceEmbedding, FacePipeline
 from .quality import FaceQuality
 from .quality.limits import DEFAULT_LIMITS, QualityLimits
@@ -37,6 +38,7 @@ class VerifyResult:
     far: float | None
     model: str
     boxes: tuple[list[float] | None, list[float] | None]
+    calibrated_front_end: bool = True
 
     def to_dict(self) -> dict:
         return dict(
@@ -47,6 +49,7 @@ class VerifyResult:
             model=self.model,
             box_a=self.boxes[0],
             box_b=self.boxes[1],
+            calibrated_front_end=self.calibrated_front_end,
         )
 
 
@@ -71,14 +74,19 @@ class FaceIdentity:
 
 @dataclass
 class IdentifyResult:
+    """The faces named in one image (or why it could not be read); ``calibrated_front_end`` False: the model's
+    thresholds were calibrated through another detector than the one that found these faces."""
+
     image: str
     faces: list[FaceIdentity] = field(default_factory=list)
     error: str | None = None
+    calibrated_front_end: bool = True
 
     def to_dict(self) -> dict:
         if self.error is not None:
             return dict(image=self.image, error=self.error)
-        return dict(image=self.image, faces=[f.to_dict() for f in self.faces])
+        return dict(image=self.image, faces=[f.to_dict() for f in self.faces],
+                    calibrated_front_end=self.calibrated_front_end)
 
 
 @dataclass
@@ -130,8 +138,10 @@ class FaceVerifier:
     def card(self):
         return self.pipeline.card
 
-    def operating_point(self, far: float | None = None, threshold: float | None = None) -> OperatingPoint:
-        return operating_point(self.card, far, threshold)
+    def operating_point(self, far: float | None = None, threshold: float | None = None,
+                        card: ModelCard | None = None) -> OperatingPoint:
+        """The verification operating point (``card``: the model's card for another detector, as video uses)."""
+        return operating_point(card or self.pipeline.decision_card(), far, threshold)
 
     def identification_point(
         self,
@@ -141,14 +151,17 @@ class FaceVerifier:
         fpir: float | None = None,
         looks: int = 1,
         match: str = "best",
+        card: ModelCard | None = None,
     ) -> OperatingPoint:
         """Open-set operating point for searches of ``gallery`` (see decision.identification_point): the union
         bound counts templates (one per identity, bounded for its largest template) with ``match="template"``,
-        every stored embedding with ``match="best"`` (the default here; ``identify`` and video pass their own)."""
+        every stored embedding with ``match="best"`` (the default here; ``identify`` and video pass their own);
+        ``card`` as in :meth:`operating_point`."""
+        card = card or self.pipeline.decision_card()
         if check_match(match) == "template":
             sizes = gallery.template_sizes()
-            return identification_point(self.card, len(sizes), far, threshold, fpir, looks, max(sizes, default=1))
-        return identification_point(self.card, gallery.embedding_count(), far, threshold, fpir, looks)
+            return identification_point(card, len(sizes), far, threshold, fpir, looks, max(sizes, default=1))
+        return identification_point(card, gallery.embedding_count(), far, threshold, fpir, looks)
 
     def open_gallery(self, path: str | Path | None = None) -> Gallery:
         """Open (or create) a gallery bound to this model: an SQLite file, or a ``postgresql://`` URL (the
@@ -185,7 +198,8 @@ class FaceVerifier:
         pairs = ((fa, fb) for fa in faces_a for fb in faces_b)
         fa, fb = max(pairs, key=lambda p: cosine(p[0].embedding, p[1].embedding))  # first of equals, as before
         verdict = decide(fa.embedding, fb.embedding, point)
-        return VerifyResult(verdict.same, verdict.similarity, verdict.threshold, verdict.far, self.card.name, (fa.box, fb.box))
+        return VerifyResult(verdict.same, verdict.similarity, verdict.threshold, verdict.far, self.card.name, (fa.box, fb.box),
+                            self.pipeline.calibrated_front_end)
 
     # -- enroll ------------------------------------------------------------------------------------------
 
@@ -358,7 +372,8 @@ class FaceVerifier:
                 continue
             vectors = np.stack([f.embedding for f in result.faces])
             decisions = self.identify_embeddings(gallery, vectors, point, match)
-            yield IdentifyResult(result.path, self.face_identities(result.faces, decisions))
+            yield IdentifyResult(result.path, self.face_identities(result.faces, decisions),
+                                 calibrated_front_end=self.pipeline.calibrated_front_end)
 
     def face_identities(self, faces: Sequence[FaceEmbedding], decisions: Sequence[tuple[str | None, float, str | None]]
                         ) -> list[FaceIdentity]:

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     import torch
 
 FaceChoice = Literal["largest", "center", "all"]
-DetectorName = Literal["yunet", "mtcnn", "mtcnn-onnx"]
-DETECTORS = ("yunet", "mtcnn", "mtcnn-onnx")
+DetectorName = Literal["yunet", "yunet-onet", "mtcnn", "mtcnn-onnx"]
+DETECTORS = ("yunet", "yunet-onet", "mtcnn", "mtcnn-onnx")
 """The detectors one can choose; ``mtcnn-onnx`` finds MTCNN's faces and landmarks, so its ``kind`` is ``mtcnn``."""
 YuNetRuntime = Literal["opencv", "onnxruntime"]
 YUNET_RUNTIMES = ("opencv", "onnxruntime")
@@ -238,6 +238,37 @@ class YuNetDetector:
         return YuNetDetector(min_face_size, self.score_threshold, self.threads, self.runtime)
 
 
+class YuNetOnetDetector(YuNetDetector):
+    """YuNet's faces with MTCNN's landmarks: each YuNet box goes through MTCNN's last stage (ONet, on ONNX Runtime)
+    to place the five points, so the card's own template applies (cards are fitted to MTCNN's landmarks). YuNet
+    finds the faces (its recall on turned heads and small faces), ONet places the points (YuNet's own move more from
+    one photo of a person to the next; BENCHMARKS.md "Front ends: YuNet's faces, MTCNN's landmarks")."""
+
+    kind: DetectorName = "yunet-onet"
+
+    def __init__(self, min_face_size: int = 20, score_threshold: float | None = None, threads: int | None = None,
+                 runtime: YuNetRuntime | None = None):
+        super().__init__(min_face_size, score_threshold, threads, runtime)
+        _, stages = detector_files("mtcnn", "MTCNN's ONNX export is not installed (run tools/export_mtcnn.py, or use "
+                                   "--detector yunet)")
+        self._cascade = Cascade(stages, threads=threads)
+
+    def detect_one(self, image: np.ndarray) -> list[Face]:
+        faces = super().detect_one(image)
+        if not faces:
+            return faces
+        points, _ = self._cascade.place_landmarks(image, np.stack([f.box for f in faces]))
+        return [Face(box=f.box, score=f.score, landmarks=lm) for f, lm in zip(faces, points)]
+
+    def template_for(self, template: np.ndarray) -> np.ndarray:
+        """The card's own template: the landmarks are MTCNN's."""
+        return template
+
+    def like(self, min_face_size: int, factor: float) -> "YuNetOnetDetector":
+        del factor
+        return YuNetOnetDetector(min_face_size, self.score_threshold, self.threads, self.runtime)
+
+
 class OnnxMtcnnDetector(MtcnnOutputs):
     """MTCNN's cascade on ONNX Runtime (:mod:`faceverify.mtcnn`) from the stages named by ``detectors/mtcnn.json``,
     each checked against its sha256: facenet-pytorch's faces, boxes, scores and landmarks, without torch. The
@@ -274,7 +305,7 @@ class OnnxMtcnnDetector(MtcnnOutputs):
         return OnnxMtcnnDetector(min_face_size, self.score_threshold, factor=factor, threads=self.threads)
 
 
-AnyDetector = Union[Detector, YuNetDetector, OnnxMtcnnDetector]
+AnyDetector = Union[Detector, YuNetDetector, YuNetOnetDetector, OnnxMtcnnDetector]
 
 
 MTCNN_ON_TORCH = "the mtcnn detector (facenet-pytorch, on torch; mtcnn-onnx is the same cascade without torch)"
@@ -311,7 +342,7 @@ def _moved_template(card: DetectorCard, template: np.ndarray) -> np.ndarray:
 def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
     """The alignment template for landmarks found by ``detector`` (a kind in DETECTORS) that is the card's
     ``template`` for MTCNN's: what re-aligns a kept face whatever detector the pipeline now uses."""
-    if detector in ("mtcnn", "mtcnn-onnx"):
+    if detector in ("mtcnn", "mtcnn-onnx", "yunet-onet"):
         return np.asarray(template, np.float64)
     if detector == "yunet":
         path = detector_card_path("yunet")
@@ -331,11 +362,14 @@ def mtcnn_onnx_installed() -> bool:
 
 
 def choose_detector(detector: str | None = None, device: str | None = None) -> DetectorName:
-    """``detector`` when given; else YuNet on CPU when it is installed, MTCNN otherwise (and on CUDA). MTCNN's
-    ONNX cascade (``mtcnn-onnx``) is only used when asked for."""
+    """``detector`` when given; else on CPU YuNet's faces with MTCNN's landmarks (``yunet-onet``) when YuNet,
+    MTCNN's ONNX stages and ONNX Runtime are installed, YuNet alone when only it is; MTCNN otherwise (and on CUDA).
+    MTCNN's whole ONNX cascade (``mtcnn-onnx``) is only used when asked for (and by video)."""
     if detector is None:
         on_cpu = device is None or str(device) == "cpu"
-        return "yunet" if on_cpu and yunet_installed() else "mtcnn"
+        if not on_cpu or not yunet_installed():
+            return "mtcnn"
+        return "yunet-onet" if mtcnn_onnx_installed() else "yunet"
     if detector not in DETECTORS:
         raise ModelError(f"unknown detector {detector!r} ({' or '.join(DETECTORS)})")
     return detector  # type: ignore[return-value]
@@ -351,6 +385,8 @@ def make_detector(
     chosen = choose_detector(detector, None if device is None else str(device))
     if chosen == "yunet":
         return YuNetDetector(min_face_size, score_threshold, threads, yunet_runtime)
+    if chosen == "yunet-onet":
+        return YuNetOnetDetector(min_face_size, score_threshold, threads, yunet_runtime)
     if chosen == "mtcnn-onnx":
         if device is not None and str(device) != "cpu":
             raise ModelError(f"the mtcnn-onnx detector runs on cpu, not {device} (use --detector mtcnn)")

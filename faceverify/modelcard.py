@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class ModelCard:
     notes: str = ""
     onnx: str = ""
     onnx_sha256: str = ""
+    front_end: dict[str, Any] = field(default_factory=dict)
+    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     schema: int = CARD_SCHEMA
 
     @property
@@ -144,9 +146,15 @@ class ModelCard:
                 fail(f"'{key}' must be 3 finite numbers")
         if any(v <= 0 for v in self.std):
             fail("'std' must be positive")
-        for key in ("calibration", "provenance", "evaluation"):
+        for key in ("calibration", "provenance", "evaluation", "front_end", "calibrations"):
             if not isinstance(getattr(self, key), dict):
                 fail(f"'{key}' must be a JSON object")
+        for kind, other in self.calibrations.items():
+            if not (isinstance(other, dict) and set(other) == {"front_end", "thresholds", "calibration"}
+                    and isinstance(other["front_end"], dict) and other["front_end"].get("detector") == kind):
+                fail(f"'calibrations.{kind}' must hold front_end (detector {kind!r}), thresholds and calibration")
+            replace(self, thresholds=other["thresholds"], calibration=other["calibration"], calibrations={}).validate(
+                f"{source}: calibrations.{kind}")
         if not isinstance(self.notes, str):
             fail("'notes' must be a string")
         curve = self.calibration.get("far_curve", [])
@@ -166,6 +174,40 @@ class ModelCard:
             if not 0 < far_value < 1 or not _is_finite(thr) or not -1 <= thr <= 1:
                 fail(f"threshold {far!r}: {thr!r} is out of range")
 
+    @property
+    def calibrated_detector(self) -> str | None:
+        """The detector kind the thresholds were calibrated with (None: not recorded, or no thresholds)."""
+        detector = self.front_end.get("calibrated", {}).get("detector") if self.thresholds else None
+        return detector if isinstance(detector, str) else None
+
+    def for_detector(self, detector: str) -> tuple["ModelCard", bool]:
+        """This card as used through ``detector`` (a detector name or kind): itself when its thresholds were
+        calibrated with that detector's faces, a copy whose main calibration is that detector's when it has one,
+        else itself and False (its thresholds were measured on another front end's faces)."""
+        kind = detector_kind(detector)
+        if self.calibrated_detector == kind:
+            return self, True
+        other = self.calibrations.get(kind)
+        if other is None:
+            return self, False
+        return self.with_calibration(other["front_end"], other["thresholds"], other["calibration"], main=True), True
+
+    def with_calibration(self, front_end: dict[str, Any], thresholds: dict[str, float],
+                         calibration: dict[str, Any], main: bool = False) -> "ModelCard":
+        """This card with a calibration measured through ``front_end`` (its ``detector`` a kind): the main one
+        when the card has none, it names the same detector or ``main`` is set (the old main one then kept in
+        ``calibrations``), else kept beside it in ``calibrations``."""
+        kind = front_end["detector"]
+        rest = {k: v for k, v in self.calibrations.items() if k != kind}
+        if self.calibrated_detector in (None, kind) or main:
+            if self.calibrated_detector not in (None, kind):
+                rest[self.calibrated_detector] = dict(front_end=self.front_end["calibrated"],
+                                                      thresholds=self.thresholds, calibration=self.calibration)
+            return replace(self, thresholds=thresholds, calibration=calibration, calibrations=rest,
+                           front_end=dict(self.front_end, calibrated=front_end))
+        return replace(self, calibrations=dict(rest, **{kind: dict(front_end=front_end, thresholds=thresholds,
+                                                                   calibration=calibration)}))
+
     def threshold_for(self, far: float) -> float:
         """The calibrated similarity threshold for a false-accept rate the card was calibrated at."""
         for key, thr in self.thresholds.items():
@@ -173,6 +215,12 @@ class ModelCard:
                 return float(thr)
         have = ", ".join(sorted(self.thresholds, key=float)) or "none"
         raise ModelError(f"model '{self.name}' has no threshold calibrated for FAR={far:g} (has: {have})")
+
+
+def detector_kind(detector: str) -> str:
+    """The kind of faces and landmarks a detector finds, which a calibration holds for: MTCNN's ONNX cascade
+    (``mtcnn-onnx``) finds facenet-pytorch's MTCNN's (``mtcnn``); every other detector is its own kind."""
+    return "mtcnn" if detector == "mtcnn-onnx" else detector
 
 
 @dataclass

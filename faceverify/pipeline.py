@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+import warnings
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -14,9 +15,23 @@ from .detect import (AnyDetector, Detector, Face, FaceChoice, OnnxMtcnnDetector,
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
+from .modelcard import ModelCard, detector_kind
 from .quality import FaceQuality, measure_face
 
 Fallback = Literal["none", "center"]
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_uncalibrated(card: ModelCard, detector: str) -> None:
+    """One warning per process and (model, detector) whose thresholds were not calibrated through that detector."""
+    key = (card.model_id, detector_kind(detector))
+    if not card.thresholds or key in _warned:
+        return
+    _warned.add(key)
+    measured = card.calibrated_detector
+    on = f"the {measured} detector's faces" if measured else "a front end its card does not name"
+    warnings.warn(f"model '{card.name}': thresholds were calibrated on {on}, not {key[1]}'s; the false-accept rates "
+                  f"they promise may not hold (faceverify calibrate --detector {key[1]} calibrates it)", stacklevel=3)
 
 
 @dataclass
@@ -80,10 +95,37 @@ class FacePipeline:
         moved = getattr(self.detector, "template_for", None)  # a stand-in detector may not move it
         self.template = template if moved is None else moved(template)
         self.detector_kind: str = getattr(self.detector, "kind", "mtcnn")
+        self._card, self.calibrated_front_end = self.embedder.card.for_detector(self.detector_kind)
 
     @property
-    def card(self):
-        return self.embedder.card
+    def card(self) -> ModelCard:
+        """The model's card as used through this pipeline's detector (that detector's calibration when it has one)."""
+        return self._card
+
+    def decision_card(self) -> ModelCard:
+        """:attr:`card`, for reading a threshold: warned about once when its thresholds were calibrated on another
+        detector's faces (the warning waits for a decision: a pipeline only used for video never makes one)."""
+        if not self.calibrated_front_end:
+            warn_uncalibrated(self._card, self.detector_kind)
+        return self._card
+
+    def card_for(self, detector: str) -> tuple[ModelCard, bool]:
+        """The model's card as used through ``detector`` (see ModelCard.for_detector), warned about once when its
+        thresholds were calibrated on another detector's faces."""
+        card, calibrated = self.embedder.card.for_detector(detector)
+        if not calibrated:
+            warn_uncalibrated(card, detector)
+        return card, calibrated
+
+    def front_end(self) -> dict[str, Any]:
+        """What a card records of this front end: detector kind, its settings, alignment and runtime."""
+        moved = self.detector_kind == "yunet"
+        return dict(detector=detector_kind(self.detector_kind),
+                    settings=dict(min_face_size=getattr(self.detector, "min_face_size", None),
+                                  score_threshold=getattr(self.detector, "score_threshold", None)),
+                    alignment=("the card's template moved by YuNet's mean shapes (detectors/yunet.json)" if moved
+                               else "the card's template"),
+                    runtime=self.embedder.backend, flip=self.flip)
 
     @property
     def embedding_id(self) -> str:

@@ -128,11 +128,11 @@ def test_yunet_on_onnx_runtime_finds_opencvs_faces(lfw_faces):
         YuNetDetector(runtime="tensorrt")  # type: ignore[arg-type]
 
 
-def test_defaults_pick_onnx_and_yunet_on_cpu_torch_and_mtcnn_on_cuda():
+def test_defaults_pick_onnx_and_yunet_with_onet_landmarks_on_cpu_torch_and_mtcnn_on_cuda():
     card, _ = resolve_card()
     assert choose_backend(card) == "onnx" and choose_backend(card, "cpu") == "onnx"
     assert choose_backend(card, "cuda") == "torch" and choose_backend(card, "cpu", "torch") == "torch"
-    assert choose_detector() == "yunet" and choose_detector(None, "cuda") == "mtcnn"
+    assert choose_detector() == "yunet-onet" and choose_detector(None, "cuda") == "mtcnn"
     with pytest.raises(ModelError, match="runs on cpu"):
         choose_backend(card, "cuda", "onnx")
     with pytest.raises(ModelError, match="unknown detector"):
@@ -262,7 +262,7 @@ def test_cli_backend_errors_are_one_line_exit_2(lfw_image):
 
 def test_video_detects_with_mtcnn_unless_a_detector_is_chosen():
     default = FacePipeline(threads=1)
-    assert default.detector.kind == "yunet" and default.frame_detector(24, 0.6).kind == "mtcnn"
+    assert default.detector.kind == "yunet-onet" and default.frame_detector(24, 0.6).kind == "mtcnn"
     chosen = FacePipeline(detector="yunet", threads=1).frame_detector(24, 0.6)
     assert chosen.kind == "yunet" and chosen.min_face_size == 24
 

@@ -86,7 +86,7 @@ def test_installed_wheel_runs_from_anywhere(wheel, tmp_path):
     env["PYTHONPATH"] = str(target)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     module_file, models, name, architecture, fast = json.loads(out.stdout)
-    assert fast == ["onnx", "yunet"]
+    assert fast == ["onnx", "yunet-onet"]
     assert module_file.startswith(str(target)) and models.startswith(str(target))
     assert name == (REPO / "models" / "DEFAULT").read_text().strip() and architecture == "mobilefacenet"
     help_text = subprocess.run([sys.executable, "-m", "faceverify.cli", "--help"], cwd=tmp_path, env=env,

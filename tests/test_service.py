@@ -105,7 +105,8 @@ def test_enrol_identify_verify_and_manage_the_gallery(service, lfw_image):
 
     pair = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Colin_Powell", 4)])
     same = c.post("/v1/verify", files=pair).json()
-    assert set(same) == {"same", "similarity", "threshold", "far", "model", "box_a", "box_b"}
+    assert set(same) == {"same", "similarity", "threshold", "far", "model", "box_a", "box_b", "calibrated_front_end"}
+    assert same["calibrated_front_end"] is True  # the default model carries the default detector's calibration
     assert same["same"] is True and same["far"] == 1e-3 and same["model"] == default_model_name()
     other = files("a", [lfw_image("Colin_Powell", 3)]) + files("b", [lfw_image("Tony_Blair", 1)])
     assert c.post("/v1/verify?far=0.0001", files=other).json()["same"] is False

@@ -164,7 +164,7 @@ def test_prepare_flags_and_resumes(dataset: Path, geometry, cache: FaceCache, tm
     assert detector.calls == 0
 
 
-@pytest.mark.parametrize("kind", ["mtcnn", "yunet"])
+@pytest.mark.parametrize("kind", ["mtcnn", "yunet", "yunet-onet"])
 def test_prepared_crops_match_the_pipeline(lfw_image, kind):
     """The cache's crops are the product's: same detector, face choice, template and alignment (YuNet's
     landmarks onto the template moved to its points, as the stills pipeline aligns them)."""
@@ -416,7 +416,7 @@ def test_export_round_trip(cache: FaceCache, tmp_path: Path, monkeypatch, datase
     card_path = export_run(tmp_path / "run", "tiny-exported", lfw_root=None, device="cpu", notes="test model")
     card = json.loads(card_path.read_text())
     assert card["thresholds"] and card["provenance"]["init"].startswith("random")
-    assert card["calibration"]["front_end"] == f"{cache.detector_kind} detections of the training cache, torch runtime"
+    assert card["front_end"]["calibrated"]["detector"] == card["front_end"]["trained"]["detector"] == cache.detector_kind
     embedder = Embedder.load("tiny-exported", "cpu")
     network = networks.build("tiny_test_net", 16)
     network.load_state_dict({k[6:]: v for k, v in load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors")).items()})

@@ -1,5 +1,5 @@
-"""Face detectors side by side in one run: YuNet (cv2.FaceDetectorYN, and the same network on ONNX Runtime),
-facenet-pytorch's MTCNN, MTCNN's cascade on ONNX Runtime (mtcnn-onnx), dlib's HOG.
+"""Face detectors side by side in one run: YuNet's faces with MTCNN's ONet points (yunet-onet, the stills default),
+YuNet (cv2.FaceDetectorYN, and the same network on ONNX Runtime), facenet-pytorch's MTCNN, MTCNN's cascade on ONNX Runtime (mtcnn-onnx), dlib's HOG.
 
     python tools/bench_detect.py [--lfw ROOT] [--limit N] [--frames 20] [--threads 1] [--batch 16] [--model NAME]
     python tools/bench_detect.py --interleaved [--frames 20]
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from faceverify.align import align_face, center_crop
-from faceverify.detect import Detector, Face, OnnxMtcnnDetector, YuNetDetector, select_faces
+from faceverify.detect import Detector, Face, OnnxMtcnnDetector, YuNetDetector, YuNetOnetDetector, select_faces
 from faceverify.eval.metrics import kfold_accuracy
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
 from faceverify.images import load_image
@@ -137,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     rels = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     images = [load_image(lfw_image_dir(root) / rel) for rel in rels]
     pipeline = FacePipeline(args.model, backend="onnx", detector="yunet", threads=args.threads)
-    detectors = {"yunet": pipeline.detector, "yunet-opencv": YuNetDetector(threads=args.threads, runtime="opencv"),
+    detectors = {"yunet-onet": YuNetOnetDetector(threads=args.threads), "yunet": pipeline.detector, "yunet-opencv": YuNetDetector(threads=args.threads, runtime="opencv"),
                  "mtcnn": Detector("cpu"), "mtcnn-onnx": OnnxMtcnnDetector(threads=args.threads), "hog": HogDetector()}
-    labels_of = {"yunet-opencv": "yunet on OpenCV's DNN (same network)", "mtcnn": "mtcnn (facenet-pytorch)",
+    labels_of = {"yunet-onet": "yunet-onet (the default: YuNet's faces, ONet's points)",
+                 "yunet": "yunet (ONNX Runtime, its own points)", "yunet-opencv": "yunet on OpenCV's DNN (same network)", "mtcnn": "mtcnn (facenet-pytorch)",
                  "mtcnn-onnx": "mtcnn-onnx (ONNX Runtime cascade)", "hog": "hog (dlib)"}
     frames = make_frames(images, args.frames)
     labels = np.array([p.same for p in pairs])
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     size = pipeline.embedder.input_size
     variants = [(labels_of.get(kind, kind), kind, det, None if kind == "hog" else det.template_for(card_template))
                 for kind, det in detectors.items()]
-    variants.insert(1, ("yunet, card template as is", "yunet", detectors["yunet"], card_template))
+    variants.insert(2, ("yunet, card template as is", "yunet", detectors["yunet"], card_template))
     for label, kind, det, template in variants:
         det.detect_one(images[0])  # warm-up
         times, crops, found_any = [], [], 0

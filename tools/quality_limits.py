@@ -2,8 +2,8 @@
 quality measure's distribution on DevTrain faces, where genuine-pair acceptance collapses as the measure
 degrades, and how the measures predict a face's mean genuine similarity.
 
-    python tools/quality_limits.py [--models edgeface-xxs] [--per-person 4] [--sweep 300]
-                                   [--detector yunet] [--lfw LFW] [--json OUT]
+    python tools/quality_limits.py [--models edgeface-xs] [--per-person 4] [--sweep 300]
+                                   [--detector yunet-onet] [--lfw LFW] [--json OUT]
 
 Faces: the first ``--per-person`` images of every DevTrain identity with two or more, the largest face each
 (``enroll``'s default), detected once and embedded by every model. A face's genuine acceptance is the share of
@@ -35,7 +35,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from faceverify.detect import select_faces
+from faceverify.detect import choose_detector, select_faces
+from faceverify.modelcard import default_model_name
 from faceverify.eval.pairs import lfw_image_dir, lfw_image_path, read_lfw_people
 from faceverify.images import load_image
 from faceverify.pipeline import FacePipeline
@@ -208,10 +209,11 @@ def fit_ranking(obs: Observations, similarity: np.ndarray, untouched: np.ndarray
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["edgeface-xxs"], help="the first one's acceptance sets the limits")
+    ap.add_argument("--models", nargs="+", default=[default_model_name()],
+                    help="the first one's acceptance sets the limits (default: the default model)")
     ap.add_argument("--per-person", type=int, default=4)
     ap.add_argument("--sweep", type=int, default=300, help="faces re-measured on degraded copies")
-    ap.add_argument("--detector", default="yunet")
+    ap.add_argument("--detector", default=choose_detector(), help="default: the stills default")
     ap.add_argument("--lfw", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = ap.parse_args(argv)

@@ -28,7 +28,7 @@ from ..train.prepare import FaceCache, Listing, default_workers, prepare, scaled
 ORDINARY = "ordinary:"
 """The prefix of an ordinary face's group name in the listing (and so in its face cache)."""
 
-DETECTOR = "yunet"
+DETECTOR = "yunet-onet"
 """The stills front end's detector, which the adapted model will meet in use."""
 
 

@@ -342,7 +342,8 @@ def gallery_migrate(
 
 @app.command()
 def models(as_json: bool = JsonOpt) -> None:
-    """The models available, where each comes from (FACEVERIFY_MODELS, user, shipped) and its card's key facts."""
+    """The models available, where each comes from (FACEVERIFY_MODELS, user, shipped) and its card's key facts,
+    with the detectors its thresholds were calibrated through (the first: its main calibration)."""
     from ..errors import ModelError
     from ..modelcard import ModelCard, available_models, card_paths, default_model_name, hidden_by, model_folders
 
@@ -355,8 +356,9 @@ def models(as_json: bool = JsonOpt) -> None:
                    hides=[dict(source=k, path=str(p)) for p, k in hidden_by(found)])
         try:
             card = ModelCard.load(path)
+            calibrated = [card.calibrated_detector] if card.calibrated_detector else []
             row.update(architecture=card.architecture, input_size=card.input_size, embedding_size=card.embedding_size,
-                       thresholds=card.thresholds)
+                       thresholds=card.thresholds, calibrated_for=calibrated + sorted(card.calibrations))
         except ModelError as exc:
             row["error"] = str(exc)
         rows.append(row)
@@ -365,7 +367,8 @@ def models(as_json: bool = JsonOpt) -> None:
         return
     for r in rows:
         mark = "*" if r["default"] else " "
-        facts = (f"{r['architecture']}\t{r['input_size']}px\t{r['embedding_size']}-d" if "error" not in r
+        facts = (f"{r['architecture']}\t{r['input_size']}px\t{r['embedding_size']}-d\tcalibrated for "
+                 f"{', '.join(r['calibrated_for']) or 'no detector'}" if "error" not in r
                  else f"unreadable card: {r['error']}")
         hides = "".join(f"\t(hides the {h['source']} model of that name)" for h in r["hides"])
         typer.echo(f"{mark} {r['name']}\t{facts}\t{r['source']}{hides}")
@@ -378,38 +381,41 @@ def calibrate(
     root: Optional[Path] = typer.Option(None, "--root", help="LFW root with peopleDevTrain.txt (default: $FACEVERIFY_LFW; make sets it to ../shared/datasets/lfw when that exists)."),
     model: Optional[str] = ModelOpt,
     device: Optional[str] = DeviceOpt,
+    detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     max_per_person: Optional[int] = typer.Option(None, "--max-per-person", help="Cap images per DevTrain identity."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the thresholds without writing the model card."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain and write them into the model card (a shipped
-    model's card into a copy in the user models folder)."""
+    """Pick thresholds for FAR 1e-2, 1e-3, 1e-4 on LFW DevTrain through the chosen detector and write them into
+    the model card (a shipped model's card into a copy in the user models folder): as its main calibration when
+    it has none or names the same detector, else beside it, for that detector."""
     from ..modelcard import resolve_card, user_copy
     from ..eval.cache import EmbeddingCache
     from ..eval.calibrate import calibrate_on_lfw, devtrain_images
     from ..eval.pairs import require_lfw_root
 
     lfw_root = require_lfw_root(root)
-    fv = _verifier(model, device)
+    fv = _verifier(model, device, detector=detector)
     total = len(devtrain_images(lfw_root, max_per_person)[0])
     with progress_bar(as_json) as start:
         thresholds, record = calibrate_on_lfw(
             fv.pipeline, lfw_root, max_per_person=max_per_person, cache=EmbeddingCache(fv.card.model_id),
             progress=start("embedding DevTrain", total),
         )
+    front_end = fv.pipeline.front_end()
     if not dry_run:
         card, card_path = resolve_card(model)
-        card.thresholds = thresholds
-        card.calibration = record
+        card = card.with_calibration(front_end, thresholds, record)
         card_path = user_copy(card, card_path)  # a shipped card is copied to the user models folder, not changed
         card.save(card_path)
     if as_json:
-        typer.echo(json.dumps(dict(thresholds=thresholds, calibration=record)))
+        typer.echo(json.dumps(dict(thresholds=thresholds, calibration=record, front_end=front_end)))
         return
     for key, thr in thresholds.items():
         typer.echo(f"FAR {key}: threshold {thr:.4f} (TAR on DevTrain {record['tar_at_threshold'][key]:.4f})")
-    typer.echo(f"{record['genuine_pairs']} genuine and {record['impostor_pairs']} impostor pairs; "
-               f"{record['no_face']} of {record['images']} images had no face (centre crop used)")
+    typer.echo(f"{record['genuine_pairs']} genuine and {record['impostor_pairs']} impostor pairs through the "
+               f"{front_end['detector']} detector; {record['no_face']} of {record['images']} images had no face "
+               "(centre crop used)")
     if not dry_run:
         typer.echo(f"written to {card_path}")
 

@@ -81,6 +81,7 @@ class DetectorOpt(str, Enum):
     """Which face detector finds faces and their landmarks."""
 
     yunet = "yunet"
+    yunet_onet = "yunet-onet"
     mtcnn = "mtcnn"
     mtcnn_onnx = "mtcnn-onnx"
 
@@ -100,9 +101,10 @@ FlipOpt = typer.Option(False, "--flip", help="Embed each face together with its 
                        "are kept apart; the card's thresholds were calibrated without it.")
 BackendChoiceOpt = typer.Option(None, "--backend", help="Embedding runtime (default: onnx on CPU when onnxruntime "
                                 "is installed and the model has an ONNX export, else torch; --device cuda: torch).")
-DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default: yunet on CPU when installed, "
-                                 "else mtcnn; --device cuda: mtcnn). mtcnn is facenet-pytorch's (torch); "
-                                 "mtcnn-onnx the same cascade and weights on ONNX Runtime (CPU, no torch).")
+DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (default on CPU: yunet-onet, YuNet's faces "
+                                 "with MTCNN's landmarks; --device cuda: mtcnn). yunet: YuNet's own landmarks; "
+                                 "mtcnn: facenet-pytorch's (torch); mtcnn-onnx: the same cascade and weights on ONNX "
+                                 "Runtime (CPU, no torch).")
 ThreadsOpt = typer.Option(1, "--threads", min=1, max=256, help="CPU threads for the detector and the network "
                           "(default 1: small jobs on shared machines run fastest so).")
 

@@ -42,6 +42,7 @@ class PrepareDetector(str, Enum):
 
     mtcnn = "mtcnn"
     yunet = "yunet"
+    yunet_onet = "yunet-onet"
 
 
 @train_app.command(cls=ListOptions)
@@ -56,7 +57,7 @@ def prepare(
     workers: Optional[int] = typer.Option(None, "--workers", help="Detector processes (0: in this process; default 0 with CUDA, else min(4, CPUs))."),
     chunk_size: int = typer.Option(256, "--chunk-size", help="Images per resumable chunk."),
     device: Optional[str] = typer.Option(None, "--device", help="Detector device (default: CUDA when available)."),
-    detector: PrepareDetector = typer.Option(PrepareDetector.mtcnn, "--detector", help="mtcnn (training's front end) or yunet (the CPU stills default: caches to evaluate models on its detections; default out gets -yunet)."),
+    detector: PrepareDetector = typer.Option(PrepareDetector.mtcnn, "--detector", help="mtcnn (facenet-pytorch's: the shipped fine-tunes' front end), yunet, or yunet-onet (YuNet's faces with MTCNN's landmarks: the stills default). The default --out is named by it (-yunet, -yunet-onet) and by --template-from."),
     as_json: bool = typer.Option(False, "--json", help="Print the cache summary as JSON."),
 ) -> None:
     """Detect and align every face once (the shipped front end) into a memory-mapped cache; resumable."""
@@ -83,7 +84,8 @@ def prepare(
         listing, selection, stem = list_lfw_pairs(lfw_image_dir(data), pairs), f"pairs:{pairs.name}", pairs.stem
     else:
         listing, selection, stem = list_identity_folders(data), "identity folders", "folders"
-    suffix = "" if detector is PrepareDetector.mtcnn else f"-{detector.value}"
+    # the default folder names the front end (detector, and the model whose template is used when one is named)
+    suffix = ("" if detector is PrepareDetector.mtcnn else f"-{detector.value}") + (f"-{reference}" if reference else "")
     out = out or default_cache_root() / f"{data.resolve().name}-{stem}{suffix}"
     geometries = scaled_geometries(size or DEFAULT_SIZES, reference)
     workers = default_workers() if workers is None else workers

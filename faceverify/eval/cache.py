@@ -6,7 +6,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -68,6 +68,14 @@ def front_end_tag(pipeline: FacePipeline) -> str:
         return ""
     name = getattr(pipeline, "detector_tag", None) or type(detector).__name__
     return f":{name}/{backend}" + ("+flip" if getattr(pipeline, "flip", False) else "")
+
+
+def front_end_fields(pipeline: FacePipeline) -> dict[str, Any]:
+    """What an evaluation report says of its front end: the detector (None for cached faces), whether the card's
+    thresholds were calibrated through it, and the detector they were calibrated through."""
+    return dict(detector=getattr(pipeline, "detector_kind", None),
+                calibrated_front_end=getattr(pipeline, "calibrated_front_end", None),
+                calibrated_detector=pipeline.card.calibrated_detector)
 
 
 def embed_paths(

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 import numpy as np
 
-from .cache import EmbeddingCache, embed_paths
+from .cache import EmbeddingCache, embed_paths, front_end_fields
 from ..detect import FaceChoice
 from ..errors import BadInputError, FaceverifyError, ModelError
 from .metrics import (
@@ -142,7 +142,7 @@ def _describe(report: dict[str, Any], pipeline: FrontEnd, protocol: str, face: F
     """Add what was evaluated, with which model, and how many images had no detected face."""
     report.update(
         protocol=protocol, model=pipeline.card.name, model_id=pipeline.card.model_id, face=face, images=images,
-        no_face=no_face,
+        no_face=no_face, **front_end_fields(pipeline),
     )
 
 

@@ -28,7 +28,7 @@ from ..decision import DEFAULT_MATCH, check_match, identification_point, identit
 from ..detect import FaceChoice
 from ..errors import FaceverifyError
 from ..images import list_images, load_image
-from .cache import EmbeddingCache, embed_paths
+from .cache import EmbeddingCache, embed_paths, front_end_fields
 from .metrics import open_set_identification
 
 REPORT_FPIRS = (1e-2, 1e-1)
@@ -180,7 +180,8 @@ def evaluate_folder_identification(
         reports.append(identification_report(pipeline.card, vectors[rows], protocol, match))
     report = pooled(reports) if len(reports) > 1 else reports[0]
     report.update(protocol=f"open-set:{root.name}", model=pipeline.card.name, model_id=pipeline.card.model_id,
-                  face=face, images=len(every), no_face=int((~detected).sum()), seeds=list(seeds), enrol_by=enrol_by)
+                  face=face, images=len(every), no_face=int((~detected).sum()), seeds=list(seeds), enrol_by=enrol_by,
+                  **front_end_fields(pipeline))
     return report
 
 

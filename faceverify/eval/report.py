@@ -16,6 +16,17 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _front_end_row(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The detector the report was made through, and whether the card's thresholds were calibrated with it."""
+    detector = report.get("detector")
+    if detector is None:
+        return []
+    if report.get("calibrated_front_end") is False:
+        measured = report.get("calibrated_detector") or "a front end the card does not name"
+        return [("front end", f"{detector} (NOT the front end the card's thresholds were calibrated with: {measured})")]
+    return [("front end", f"{detector} (the card's thresholds were calibrated with it)")]
+
+
 def verification_lines(report: dict[str, Any]) -> list[str]:
     """A verification report as a heading and aligned ``name  value`` lines."""
     accuracy = _pct(report["accuracy"])
@@ -23,6 +34,7 @@ def verification_lines(report: dict[str, Any]) -> list[str]:
         accuracy += f" ± {_pct(report['accuracy_std'])} over {len(report['fold_thresholds'])} folds"
     rows = [
         ("model", f"{report['model']} ({report['model_id']})"),
+        *_front_end_row(report),
         ("accuracy", f"{accuracy} at threshold {report['threshold']:.4f} ({report['threshold_source']})"),
     ]
     card = report.get("at_card_threshold")
@@ -38,7 +50,8 @@ def verification_lines(report: dict[str, Any]) -> list[str]:
 
 def identification_lines(report: dict[str, Any]) -> list[str]:
     """An open-set identification report as a heading and aligned ``name  value`` lines."""
-    rows = [("model", f"{report['model']} ({report['model_id']})"), ("rank-1", _pct(report["rank1"]))]
+    rows = [("model", f"{report['model']} ({report['model_id']})"), *_front_end_row(report),
+            ("rank-1", _pct(report["rank1"]))]
     for key, rate in report["dir_at_fpir"].items():
         thr = report["thresholds"][key]
         rows.append((f"DIR@FPIR={key}", "n/a" if thr is None else

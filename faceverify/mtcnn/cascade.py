@@ -123,24 +123,34 @@ class Cascade:
         found, offsets = found.take(keep), regression[passed][keep]
         return Candidates(square(regress(found.boxes, offsets, inclusive=True)), found.scores, found.images)
 
+    def _run_onet(
+        self, found: Candidates, tables: list[np.ndarray], shapes: list[tuple[int, int]],
+    ) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray]:
+        """ONet on every candidate whose window is not empty: those candidates, their landmarks (N x 5 x 2, pixels of
+        the source image), box regression offsets (N x 4) and face probability (N)."""
+        found, batch = self._crops(found, tables, shapes, ONET_SIZE)
+        return (found, *self._onet_outputs(found.boxes, batch))
+
+    def _onet_outputs(self, boxes: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ONet on the crops ``batch`` of ``boxes``: landmarks (pixels of the source image), regression, probability."""
+        if not len(boxes):
+            return np.zeros((0, 5, 2), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        regression, points, probability = run_chunked(self._onet, ["regression", "landmarks", "probability"], batch)
+        size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
+        landmarks = size * points.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - 1
+        return landmarks.astype(np.float32), regression, probability[:, 1]
+
     def _finish(
         self, found: Candidates, tables: list[np.ndarray], shapes: list[tuple[int, int]], count: int,
     ) -> list[Detections]:
         """Stage 3: ONet scores and places landmarks on every candidate in one batch; survivors are regressed
         and thinned by the smaller-box overlap; then split by image, largest box first."""
-        found, batch = self._crops(found, tables, shapes, ONET_SIZE)
-        landmarks = np.zeros((0, 5, 2), np.float32)
-        if len(found.boxes):
-            regression, points, probability = run_chunked(self._onet, ["regression", "landmarks", "probability"],
-                                                          batch)
-            passed = probability[:, 1] > self.thresholds[2]
-            boxes = found.boxes[passed]
-            size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
-            landmarks = size * points[passed].reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - 1
-            found = Candidates(regress(boxes, regression[passed], inclusive=True), probability[passed, 1],
-                               found.images[passed])
-            keep = nms_min(found.boxes, found.scores, found.images, IMAGE_NMS)
-            found, landmarks = found.take(keep), landmarks[keep]
+        found, landmarks, regression, probability = self._run_onet(found, tables, shapes)
+        passed = probability > self.thresholds[2]
+        found = Candidates(regress(found.boxes[passed], regression[passed], inclusive=True), probability[passed],
+                           found.images[passed])
+        keep = nms_min(found.boxes, found.scores, found.images, IMAGE_NMS)
+        found, landmarks = found.take(keep), landmarks[passed][keep]
         out = []
         for i in range(count):
             mine = np.flatnonzero(found.images == i)
@@ -148,3 +158,30 @@ class Cascade:
             mine = mine[np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")]
             out.append(Detections(found.boxes[mine], found.scores[mine], landmarks[mine]))
         return out
+
+    def place_landmarks(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ONet's landmarks (N x 5 x 2) and face probability (N) for faces found in one RGB image by another
+        detector: each box (N x 4) is squared and run through ONet once, then once more on its own regressed box,
+        squared (the boxes ONet was trained on are RNet's, which another detector's only resemble). Each crop is cut
+        from the box's own window, black beyond the image's edge (the cascade's crops are clipped and stretched
+        instead, which moves the points of a face that fills the photo)."""
+        current = square(np.asarray(boxes, np.float32).reshape(-1, 4))
+        landmarks, probability = np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
+        for _ in range(2):
+            batch = normalised(np.stack([_padded_crop(image, box, ONET_SIZE) for box in current]))
+            landmarks, regression, probability = self._onet_outputs(current, batch)
+            current = square(regress(current, regression, inclusive=True))
+        return landmarks, probability
+
+
+def _padded_crop(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """The window the cascade would cut for ``box`` (see boxes.windows), black where it leaves the image,
+    area-resampled to ``size`` x ``size`` (float32)."""
+    h, w = image.shape[:2]
+    x0, y0 = int(np.trunc(box[0])) - 1, int(np.trunc(box[1])) - 1
+    x1, y1 = max(int(np.trunc(box[2])), x0 + 1), max(int(np.trunc(box[3])), y0 + 1)
+    local = np.zeros((y1 - y0, x1 - x0, 3), image.dtype)
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if ix1 > ix0 and iy1 > iy0:
+        local[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
+    return area_resize(integral(local), np.array([[0, 0, x1 - x0, y1 - y0]]), size, size)[0]

@@ -18,7 +18,7 @@ from .measures import FaceQuality
 
 
 def _detector_scores() -> dict[str, float]:
-    return {"yunet": 0.76, "mtcnn": 0.0}
+    return {"yunet": 0.76, "yunet-onet": 0.76, "mtcnn": 0.0}
 
 
 @dataclass(frozen=True)

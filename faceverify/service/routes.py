@@ -87,7 +87,8 @@ def build_router(state: ServiceState) -> APIRouter:
             return fv.identify_embeddings(g, np.stack([f.embedding for f in faces]), point, match.value)
 
         decisions = await engine.gallery(decide)
-        return IdentifyResult(uploads[0].label, fv.face_identities(faces, decisions)).to_dict()
+        return IdentifyResult(uploads[0].label, fv.face_identities(faces, decisions),
+                              calibrated_front_end=fv.pipeline.calibrated_front_end).to_dict()
 
     @router.get("/identities")
     async def identities() -> list:

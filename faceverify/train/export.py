@@ -67,10 +67,18 @@ def calibrate_on_cache(front: CachedFrontEnd, cache: FaceCache) -> tuple[dict[st
              "cross-identity pairs impostors; these identities were seen in training, so the thresholds are "
              "optimistic (see evaluation.lfw_devtest.at_card_threshold for the FAR measured on unseen people)",
         images=len(paths), identities=int(len(np.unique(cache.labels[usable]))), no_face=int((~detected).sum()),
-        face_choice=cache.face, front_end=f"{cache.detector_kind} detections of the training cache, torch runtime",
+        face_choice=cache.face,
         date=_dt.date.today().isoformat(),
     )
     return thresholds, record
+
+
+def cache_front_end(cache: FaceCache) -> dict[str, Any]:
+    """What a card records of the front end that made a face cache: its detector, settings and alignment."""
+    settings = {k: v for k, v in cache.meta.get("detector", {}).items() if k not in ("kind", "name")}
+    return dict(detector=cache.detector_kind, settings=settings, faces=f"the face cache {cache.dir.name}",
+                alignment="the card's template" + (" moved by YuNet's mean shapes" if cache.detector_kind == "yunet"
+                                                   else ""), runtime="torch")
 
 
 def export_run(
@@ -113,9 +121,10 @@ def export_run(
         card = _describe(meta, run_dir, name, weights_path, cache, notes)
         caches = [cache, *(FaceCache(p) for p in extra_caches)]
         front = CachedFrontEnd(Embedder(card, network, pick_device(device)), caches)
+        card.front_end = dict(trained=cache_front_end(cache))
         if calibrate:
             progress("calibrating thresholds on the training cache")
-            card.thresholds, card.calibration = calibrate_on_cache(front, cache)
+            card = card.with_calibration(cache_front_end(cache), *calibrate_on_cache(front, cache))
         else:
             card.calibration = dict(skipped="trained without identity labels: run `faceverify calibrate --model "
                                             f"{name}` on labelled faces from the camera before using it")

@@ -217,6 +217,7 @@ _DETECTOR: AnyDetector | None = None
 DETECTOR_META = {
     "mtcnn": dict(name="MTCNN (facenet-pytorch)", min_face_size=20, score_threshold=0.9),
     "yunet": dict(kind="yunet", name="YuNet (OpenCV)", min_face_size=20),
+    "yunet-onet": dict(kind="yunet-onet", name="YuNet's faces, MTCNN's ONet landmarks", min_face_size=20),
 }
 """What ``meta.json`` records of each detector a cache can be prepared with."""
 

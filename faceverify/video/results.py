@@ -108,7 +108,8 @@ class VideoSummary:
     """The run in numbers: frames processed, processing rate, frames dropped, and every track; ``busy``: seconds
     spent tracking (optical flow and continuity checks), detecting, and identifying (quality, embedding, search);
     ``scene_changes``: how often every track was ended at once; ``breaks``: tracks ended because their face no
-    longer matched them."""
+    longer matched them; ``calibrated_front_end`` False: the card's thresholds were not calibrated through the
+    detector that found the faces."""
 
     source: str
     frames: int
@@ -126,6 +127,7 @@ class VideoSummary:
     scene_changes: int = 0
     breaks: int = 0
     tracks: list[TrackSummary] = field(default_factory=list)
+    calibrated_front_end: bool = True
 
     def to_dict(self) -> dict:
         return dict(source=self.source, frames=self.frames, fps=round(self.fps, 2), dropped=self.dropped,
@@ -133,4 +135,5 @@ class VideoSummary:
                     detections=self.detections, embeddings=self.embeddings,
                     busy={k: round(v, 3) for k, v in self.busy.items()}, ended=self.ended,
                     threshold=round(self.threshold, 6), far=self.far, fpir=self.fpir,
-                    scene_changes=self.scene_changes, breaks=self.breaks, tracks=[t.to_dict() for t in self.tracks])
+                    scene_changes=self.scene_changes, breaks=self.breaks, tracks=[t.to_dict() for t in self.tracks],
+                    calibrated_front_end=self.calibrated_front_end)

@@ -47,16 +47,19 @@ class VideoIdentifier:
         self.verifier = verifier
         self.gallery = gallery
         self.settings = settings or VideoSettings()
+        # frames go through the pipeline's video detector: decide by the card's calibration for it
+        self.card, self.calibrated_front_end = verifier.pipeline.card_for(verifier.pipeline.video_detector)
+        card = self.card
         if gallery is None:
-            self.point = verifier.operating_point(far, threshold)
+            self.point = verifier.operating_point(far, threshold, card=card)
         else:
             gallery.require_entries()
             # a track is judged on up to max_samples samples: as many looks at one person for the FPIR bound
             self.point = verifier.identification_point(gallery, far, threshold, fpir, looks=self.settings.max_samples,
-                                                       match=self.settings.match)
-            gallery.search(np.zeros((1, verifier.card.embedding_size), np.float32))  # the index, before frame one
-        self.recheck = operating_point(verifier.card, far=self.settings.recheck_far).threshold
-        card = verifier.card  # the margin in decades of FAR: the similarity between the card's 1e-2 and 1e-3 points
+                                                       match=self.settings.match, card=card)
+            gallery.search(np.zeros((1, card.embedding_size), np.float32))  # the index, before frame one
+        self.recheck = operating_point(card, far=self.settings.recheck_far).threshold
+        # the margin in decades of FAR: the similarity between the card's 1e-2 and 1e-3 points
         self.margin = self.settings.margin * (card.threshold_for(1e-3) - card.threshold_for(1e-2))
 
     def run(self, source: str | int, realtime: bool = False) -> "VideoRun":
@@ -74,7 +77,7 @@ class VideoRun:
         self.source = source
         s = identifier.settings
         self.pipeline = identifier.verifier.pipeline
-        width = s.yunet_width if self.pipeline.video_detector == "yunet" else s.detect_width
+        width = s.yunet_width if self.pipeline.video_detector in ("yunet", "yunet-onet") else s.detect_width
         self.scale = min(1.0, width / source.width)
         self.detector = self.pipeline.frame_detector(max(12, round(s.min_face * self.scale)), s.factor)
         self.tracker = Tracker(iou_threshold=s.iou_threshold, continuity=s.continuity)
@@ -307,7 +310,7 @@ class VideoRun:
             dropped=self.source.dropped, seconds=self._seconds, source_fps=self.source.fps,
             detections=self.detections, embeddings=self.embeddings, busy=dict(self.busy), ended=self.ended,
             threshold=point.threshold, far=point.far, fpir=point.fpir, scene_changes=self.scene_changes,
-            breaks=self.breaks, tracks=tracks,
+            breaks=self.breaks, tracks=tracks, calibrated_front_end=self.identifier.calibrated_front_end,
         )
 
 
