@@ -20,8 +20,7 @@ from typing import Any
 from .errors import ModelError
 
 CARD_SCHEMA = 1
-MAX_CARD_BYTES = 4 << 20
-"""Largest model card file read (a card is a few kB; anything far bigger is not a card)."""
+MAX_CARD_BYTES = 4 << 20  # the largest model card file read (a card is some kB; far bigger is not a card)
 
 
 @dataclass
@@ -149,12 +148,12 @@ class ModelCard:
         for key in ("calibration", "provenance", "evaluation", "front_end", "calibrations"):
             if not isinstance(getattr(self, key), dict):
                 fail(f"'{key}' must be a JSON object")
-        for kind, other in self.calibrations.items():
-            if not (isinstance(other, dict) and set(other) == {"front_end", "thresholds", "calibration"}
-                    and isinstance(other["front_end"], dict) and other["front_end"].get("detector") == kind):
+        for kind, o in self.calibrations.items():
+            if not (isinstance(o, dict) and set(o) == {"front_end", "thresholds", "calibration"}
+                    and isinstance(o["front_end"], dict) and o["front_end"].get("detector") == kind):
                 fail(f"'calibrations.{kind}' must hold front_end (detector {kind!r}), thresholds and calibration")
-            replace(self, thresholds=other["thresholds"], calibration=other["calibration"], calibrations={}).validate(
-                f"{source}: calibrations.{kind}")
+            replace(self, thresholds=o["thresholds"], calibration=o["calibration"], calibrations={},
+                    front_end={}).validate(f"{source}: calibrations.{kind}")
         if not isinstance(self.notes, str):
             fail("'notes' must be a string")
         curve = self.calibration.get("far_curve", [])
@@ -177,36 +176,28 @@ class ModelCard:
     @property
     def calibrated_detector(self) -> str | None:
         """The detector kind the thresholds were calibrated with (None: not recorded, or no thresholds)."""
-        detector = self.front_end.get("calibrated", {}).get("detector") if self.thresholds else None
-        return detector if isinstance(detector, str) else None
+        calibrated = self.front_end.get("calibrated")
+        return calibrated.get("detector") if isinstance(calibrated, dict) and self.thresholds else None
 
     def for_detector(self, detector: str) -> tuple["ModelCard", bool]:
-        """This card as used through ``detector`` (a detector name or kind): itself when its thresholds were
-        calibrated with that detector's faces, a copy whose main calibration is that detector's when it has one,
-        else itself and False (its thresholds were measured on another front end's faces)."""
-        kind = detector_kind(detector)
-        if self.calibrated_detector == kind:
-            return self, True
-        other = self.calibrations.get(kind)
-        if other is None:
-            return self, False
+        """This card through ``detector`` (its calibration made the main one when carried), and if calibrated so."""
+        kind, other = detector_kind(detector), self.calibrations.get(detector_kind(detector))
+        if self.calibrated_detector == kind or other is None:
+            return self, self.calibrated_detector == kind
         return self.with_calibration(other["front_end"], other["thresholds"], other["calibration"], main=True), True
 
-    def with_calibration(self, front_end: dict[str, Any], thresholds: dict[str, float],
-                         calibration: dict[str, Any], main: bool = False) -> "ModelCard":
-        """This card with a calibration measured through ``front_end`` (its ``detector`` a kind): the main one
-        when the card has none, it names the same detector or ``main`` is set (the old main one then kept in
-        ``calibrations``), else kept beside it in ``calibrations``."""
-        kind = front_end["detector"]
+    def with_calibration(self, front_end: dict[str, Any], thresholds: dict[str, float], calibration: dict[str, Any],
+                         main: bool = False) -> "ModelCard":
+        """With a calibration through ``front_end``: the main one if none, the same detector's or ``main``, else beside."""
+        kind, old = front_end["detector"], self.calibrated_detector
         rest = {k: v for k, v in self.calibrations.items() if k != kind}
-        if self.calibrated_detector in (None, kind) or main:
-            if self.calibrated_detector not in (None, kind):
-                rest[self.calibrated_detector] = dict(front_end=self.front_end["calibrated"],
-                                                      thresholds=self.thresholds, calibration=self.calibration)
-            return replace(self, thresholds=thresholds, calibration=calibration, calibrations=rest,
-                           front_end=dict(self.front_end, calibrated=front_end))
-        return replace(self, calibrations=dict(rest, **{kind: dict(front_end=front_end, thresholds=thresholds,
-                                                                   calibration=calibration)}))
+        if old not in (None, kind) and not main:
+            return replace(self, calibrations=dict(rest, **{kind: dict(front_end=front_end, thresholds=thresholds,
+                                                                       calibration=calibration)}))
+        if old not in (None, kind):  # the old main calibration is kept beside the new one
+            rest[old] = dict(front_end=self.front_end["calibrated"], thresholds=self.thresholds, calibration=self.calibration)
+        return replace(self, thresholds=thresholds, calibration=calibration, calibrations=rest,
+                       front_end=dict(self.front_end, calibrated=front_end))
 
     def threshold_for(self, far: float) -> float:
         """The calibrated similarity threshold for a false-accept rate the card was calibrated at."""
@@ -218,22 +209,16 @@ class ModelCard:
 
 
 def detector_kind(detector: str) -> str:
-    """The kind of faces and landmarks a detector finds, which a calibration holds for: MTCNN's ONNX cascade
-    (``mtcnn-onnx``) finds facenet-pytorch's MTCNN's (``mtcnn``); every other detector is its own kind."""
+    """What a calibration holds for: ``mtcnn-onnx`` finds MTCNN's faces (``mtcnn``); others are their own kind."""
     return "mtcnn" if detector == "mtcnn-onnx" else detector
 
 
 @dataclass
 class DetectorCard:
-    """The card of a shipped face detector (``models/detectors/<name>.json``): its ONNX file and sha256, the
-    thresholds it runs at, the longest image side it sees (larger images are shrunk to it), licence and source.
-
-    ``mean_shapes`` maps ``mtcnn`` and ``own`` to the mean 5-point shapes of MTCNN's and this detector's landmarks
-    on the same faces (in one frame): the embedding cards' templates are fitted to MTCNN's points, so this
-    detector aligns onto the template moved as its mean shape sits against MTCNN's (see ``YuNetDetector.template_for``).
-    A cascade of several networks names them in ``stages`` (stage -> ``{"model": file, "sha256": hex}``, in the
-    order they run) and leaves ``model`` and ``model_sha256`` empty; ``max_side`` 0 means full resolution.
-    """
+    """A shipped detector's card (``models/detectors/<name>.json``): ONNX file and sha256, thresholds, the longest
+    image side it sees (``max_side``, 0: full resolution), licence and source. ``mean_shapes``: the mean 5 points
+    of MTCNN's (``mtcnn``) and its own (``own``) landmarks on the same faces (``YuNetDetector.template_for``). A
+    cascade names its networks in ``stages`` (stage -> ``{"model", "sha256"}``, in order), ``model`` left empty."""
 
     name: str
     kind: str
@@ -306,12 +291,9 @@ def _is_plain_name(name: str) -> bool:
     return not any(c in name for c in "/\\:") and not name.startswith(".") and name.isprintable()
 
 
-# -- Where models live: the folders searched for model and detector cards, in order, and the one new models go to.
-# 1. ``$FACEVERIFY_MODELS``: folders (``os.pathsep``-separated) the user puts in front; 2. the user models folder,
-# ``<user data dir>/models`` (platformdirs), where ``adapt`` and ``export-model`` write; 3. the shipped models:
-# ``faceverify/models`` in an installed wheel, the repository's top-level ``models/`` in a source checkout. A name
-# is taken from the first folder that holds it; a card there that is another model than one further down under the
-# same name (another ``model_id``) is warned about once: a user's model never hides a shipped one silently.
+# -- Where models live, searched in order: ``$FACEVERIFY_MODELS`` (``os.pathsep``-separated), the user models folder
+# (``<user data dir>/models``: adapt and export-model write there), the shipped models (the wheel's, or a checkout's
+# ``models/``). The first folder holding a name wins; one hiding another model_id of that name is warned about once.
 
 MODELS_ENV = "FACEVERIFY_MODELS"
 SHIPPED, USER, ENV = "shipped", "user", MODELS_ENV

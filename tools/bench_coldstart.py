@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             peer.append(t)
         rss = [peak_rss_mb(cmd) for cmd in (ours_cmd, torch_cmd, peer_cmd, *([light_cmd] if light_cmd else []))]
     o, tp, p = statistics.median(ours), statistics.median(torch_path), statistics.median(peer)
-    print(f"faceverify verify (default: onnx + yunet): median {o:.2f} s over {args.rounds} runs  ({out_ours})")
+    print(f"faceverify verify (default: onnx + yunet-onet): median {o:.2f} s over {args.rounds} runs  ({out_ours})")
     if light:
         li = statistics.median(light)
         print(f"faceverify verify, default install (no torch): median {li:.2f} s, ratio to dlib {li / p:.2f}, "
