@@ -15,7 +15,7 @@ from .embed import onnx_runtime_installed
 from .errors import ModelError
 from .errors import require
 from .modelcard import DetectorCard, detector_card_path
-from .mtcnn.cascade import Cascade
+from .mtcnn.cascade import Cascade, Onet
 from .yunet.onnx_file import free_image_sides
 
 if TYPE_CHECKING:
@@ -251,13 +251,13 @@ class YuNetOnetDetector(YuNetDetector):
         super().__init__(min_face_size, score_threshold, threads, runtime)
         _, stages = detector_files("mtcnn", "MTCNN's ONNX export is not installed (run tools/export_mtcnn.py, or use "
                                    "--detector yunet)")
-        self._cascade = Cascade(stages, threads=threads)
+        self._onet = Onet(stages[-1], threads)  # the cascade's last stage: only it runs here
 
     def detect_one(self, image: np.ndarray) -> list[Face]:
         faces = super().detect_one(image)
         if not faces:
             return faces
-        points, _ = self._cascade.place_landmarks(image, np.stack([f.box for f in faces]))
+        points, _ = self._onet.place_landmarks(image, np.stack([f.box for f in faces]))
         return [Face(box=f.box, score=f.score, landmarks=lm) for f, lm in zip(faces, points)]
 
     def template_for(self, template: np.ndarray) -> np.ndarray:
@@ -350,6 +350,12 @@ def landmark_template(detector: str, template: np.ndarray) -> np.ndarray:
             raise ModelError(f"{path}: YuNet is not installed, and a kept face's landmarks are YuNet's")
         return _moved_template(DetectorCard.load(path), np.asarray(template, np.float64))
     raise ModelError(f"unknown detector {detector!r} ({' or '.join(DETECTORS)})")
+
+
+def alignment_of(detector: str) -> str:
+    """What a card records of how faces found by ``detector`` are aligned (see :func:`landmark_template`)."""
+    moved = detector == "yunet"
+    return "the card's template" + (" moved by YuNet's mean shapes (detectors/yunet.json)" if moved else "")
 
 
 def yunet_installed() -> bool:

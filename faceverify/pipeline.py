@@ -10,8 +10,8 @@ from typing import Any, Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from .align import FaceCrop, align_face, center_crop, face_crop
-from .detect import (AnyDetector, Detector, Face, FaceChoice, OnnxMtcnnDetector, landmark_template, make_detector,
-                     mtcnn_onnx_installed, select_faces)
+from .detect import (AnyDetector, Detector, Face, FaceChoice, OnnxMtcnnDetector, alignment_of, landmark_template,
+                     make_detector, mtcnn_onnx_installed, select_faces)
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
@@ -119,13 +119,10 @@ class FacePipeline:
 
     def front_end(self) -> dict[str, Any]:
         """What a card records of this front end: detector kind, its settings, alignment and runtime."""
-        moved = self.detector_kind == "yunet"
         return dict(detector=detector_kind(self.detector_kind),
                     settings=dict(min_face_size=getattr(self.detector, "min_face_size", None),
                                   score_threshold=getattr(self.detector, "score_threshold", None)),
-                    alignment=("the card's template moved by YuNet's mean shapes (detectors/yunet.json)" if moved
-                               else "the card's template"),
-                    runtime=self.embedder.backend, flip=self.flip)
+                    alignment=alignment_of(self.detector_kind), runtime=self.embedder.backend, flip=self.flip)
 
     @property
     def embedding_id(self) -> str:

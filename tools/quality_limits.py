@@ -4,6 +4,7 @@ degrades, and how the measures predict a face's mean genuine similarity.
 
     python tools/quality_limits.py [--models edgeface-xs] [--per-person 4] [--sweep 300]
                                    [--detector yunet-onet] [--lfw LFW] [--json OUT]
+    python tools/quality_limits.py --devtest-refusals    # what the shipped limits refuse of DevTest (report only)
 
 Faces: the first ``--per-person`` images of every DevTrain identity with two or more, the largest face each
 (``enroll``'s default), detected once and embedded by every model. A face's genuine acceptance is the share of
@@ -40,6 +41,7 @@ from faceverify.modelcard import default_model_name
 from faceverify.eval.pairs import lfw_image_dir, lfw_image_path, read_lfw_people
 from faceverify.images import load_image
 from faceverify.pipeline import FacePipeline
+from faceverify.quality.limits import DEFAULT_LIMITS
 from faceverify.quality.measures import FaceQuality, measure_face, ranking_features
 from tools.common import lfw_root
 
@@ -207,6 +209,22 @@ def fit_ranking(obs: Observations, similarity: np.ndarray, untouched: np.ndarray
                     current_score=round(enrolled(current), 4)))
 
 
+def devtest_refusals(root: Path, pipeline: FacePipeline) -> int:
+    """Print the share of peopleDevTest images the shipped gate (DEFAULT_LIMITS) refuses, by reason."""
+    people = read_lfw_people(root / "peopleDevTest.txt")
+    paths = [lfw_image_dir(root) / lfw_image_path(name, k) for name, count in people for k in range(1, count + 1)]
+    reasons: dict[str, int] = {}
+    for path in paths:
+        found = pipeline.measure(load_image(path), "largest")
+        why = "no face" if not found else DEFAULT_LIMITS.refusal(found[0][1]) or "passes"
+        reason = why.split(" (")[0].split(":")[0]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    print(f"{len(paths)} DevTest images ({pipeline.detector_kind}, the shipped limits):")
+    for reason, n in sorted(reasons.items(), key=lambda r: -r[1]):
+        print(f"  {reason}: {n} ({n / len(paths):.2%})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=[default_model_name()],
@@ -216,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default=choose_detector(), help="default: the stills default")
     ap.add_argument("--lfw", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    ap.add_argument("--devtest-refusals", action="store_true", help="only report what the shipped limits refuse of "
+                    "every DevTest image (largest face; nothing is chosen on DevTest)")
     args = ap.parse_args(argv)
+    if args.devtest_refusals:
+        return devtest_refusals(lfw_root(args.lfw), FacePipeline(args.models[0], "cpu", detector=args.detector))
     root = lfw_root(args.lfw)
     pipelines = {m: FacePipeline(m, "cpu", detector=args.detector, backend="onnx", threads=1) for m in args.models}
     paths, people = devtrain_faces(root, args.per_person)

@@ -61,7 +61,8 @@ class Cascade:
         self, stages: Sequence[bytes], min_face_size: float = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         factor: float = 0.709, threads: int | None = None,
     ):
-        self._pnet, self._rnet, self._onet = (onnx_session(model, threads) for model in stages)
+        self._pnet, self._rnet = (onnx_session(model, threads) for model in stages[:2])
+        self._onet = Onet(stages[2], threads)
         self.min_face_size = min_face_size
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = factor
@@ -123,29 +124,13 @@ class Cascade:
         found, offsets = found.take(keep), regression[passed][keep]
         return Candidates(square(regress(found.boxes, offsets, inclusive=True)), found.scores, found.images)
 
-    def _run_onet(
-        self, found: Candidates, tables: list[np.ndarray], shapes: list[tuple[int, int]],
-    ) -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray]:
-        """ONet on every candidate whose window is not empty: those candidates, their landmarks (N x 5 x 2, pixels of
-        the source image), box regression offsets (N x 4) and face probability (N)."""
-        found, batch = self._crops(found, tables, shapes, ONET_SIZE)
-        return (found, *self._onet_outputs(found.boxes, batch))
-
-    def _onet_outputs(self, boxes: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ONet on the crops ``batch`` of ``boxes``: landmarks (pixels of the source image), regression, probability."""
-        if not len(boxes):
-            return np.zeros((0, 5, 2), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        regression, points, probability = run_chunked(self._onet, ["regression", "landmarks", "probability"], batch)
-        size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
-        landmarks = size * points.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - 1
-        return landmarks.astype(np.float32), regression, probability[:, 1]
-
     def _finish(
         self, found: Candidates, tables: list[np.ndarray], shapes: list[tuple[int, int]], count: int,
     ) -> list[Detections]:
         """Stage 3: ONet scores and places landmarks on every candidate in one batch; survivors are regressed
         and thinned by the smaller-box overlap; then split by image, largest box first."""
-        found, landmarks, regression, probability = self._run_onet(found, tables, shapes)
+        found, batch = self._crops(found, tables, shapes, ONET_SIZE)
+        landmarks, regression, probability = self._onet.outputs(found.boxes, batch)
         passed = probability > self.thresholds[2]
         found = Candidates(regress(found.boxes[passed], regression[passed], inclusive=True), probability[passed],
                            found.images[passed])
@@ -159,6 +144,23 @@ class Cascade:
             out.append(Detections(found.boxes[mine], found.scores[mine], landmarks[mine]))
         return out
 
+
+class Onet:
+    """MTCNN's last stage alone (ONNX bytes of ONet): the cascade's third stage, and the landmarks of faces that
+    another detector found (``yunet-onet``)."""
+
+    def __init__(self, model: bytes, threads: int | None = None):
+        self._session = onnx_session(model, threads)
+
+    def outputs(self, boxes: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ONet on the crops ``batch`` of ``boxes``: landmarks (pixels of the source image), regression, probability."""
+        if not len(boxes):
+            return np.zeros((0, 5, 2), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        regression, points, probability = run_chunked(self._session, ["regression", "landmarks", "probability"], batch)
+        size = (boxes[:, 2:] - boxes[:, :2] + 1)[:, None, :]
+        landmarks = size * points.reshape(-1, 2, 5).transpose(0, 2, 1) + boxes[:, None, :2] - 1
+        return landmarks.astype(np.float32), regression, probability[:, 1]
+
     def place_landmarks(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ONet's landmarks (N x 5 x 2) and face probability (N) for faces found in one RGB image by another
         detector: each box (N x 4) is squared and run through ONet once, then once more on its own regressed box,
@@ -169,7 +171,7 @@ class Cascade:
         landmarks, probability = np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
         for _ in range(2):
             batch = normalised(np.stack([_padded_crop(image, box, ONET_SIZE) for box in current]))
-            landmarks, regression, probability = self._onet_outputs(current, batch)
+            landmarks, regression, probability = self.outputs(current, batch)
             current = square(regress(current, regression, inclusive=True))
         return landmarks, probability
 

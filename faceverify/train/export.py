@@ -24,6 +24,7 @@ from ..embed import Embedder
 from ..errors import FaceverifyError
 from ..eval.cache import embed_paths
 from ..eval.calibrate import CALIBRATION_FARS, all_pair_scores, calibrate_scores
+from ..detect import alignment_of
 from ..modelcard import ModelCard, user_models_dir
 from .config import expand, stored_config
 from .prepare import UNREADABLE, FaceCache
@@ -77,8 +78,7 @@ def cache_front_end(cache: FaceCache) -> dict[str, Any]:
     """What a card records of the front end that made a face cache: its detector, settings and alignment."""
     settings = {k: v for k, v in cache.meta.get("detector", {}).items() if k not in ("kind", "name")}
     return dict(detector=cache.detector_kind, settings=settings, faces=f"the face cache {cache.dir.name}",
-                alignment="the card's template" + (" moved by YuNet's mean shapes" if cache.detector_kind == "yunet"
-                                                   else ""), runtime="torch")
+                alignment=alignment_of(cache.detector_kind), runtime="torch")
 
 
 def export_run(
