@@ -17,7 +17,7 @@ from .gallery.pgstore import redact
 from .gallery.records import parse_box
 from .images import list_images
 from .decision import (
-    DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
+    DEFAULT_FPIR, DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
 from .modelcard import ModelCard
 from .pipeline import FaceEmbedding, FacePipeline
@@ -75,18 +75,31 @@ class FaceIdentity:
 @dataclass
 class IdentifyResult:
     """The faces named in one image (or why it could not be read); ``calibrated_front_end`` False: the model's
-    thresholds were calibrated through another detector than the one that found these faces."""
+    thresholds were calibrated through another detector than the one that found these faces; ``decision``: the
+    threshold that named them and what chose it (:func:`decision_of`)."""
 
     image: str
     faces: list[FaceIdentity] = field(default_factory=list)
     error: str | None = None
     calibrated_front_end: bool = True
+    decision: dict | None = None
 
     def to_dict(self) -> dict:
         if self.error is not None:
             return dict(image=self.image, error=self.error)
-        return dict(image=self.image, faces=[f.to_dict() for f in self.faces],
-                    calibrated_front_end=self.calibrated_front_end)
+        out = dict(image=self.image, faces=[f.to_dict() for f in self.faces],
+                   calibrated_front_end=self.calibrated_front_end)
+        if self.decision is not None:
+            out["decision"] = self.decision
+        return out
+
+
+def decision_of(point: OperatingPoint, far: float | None, threshold: float | None, fpir: float | None) -> dict:
+    """What decided an identification: ``by`` ("threshold", "far" or "fpir": an explicit threshold wins, then a
+    FAR, else the FPIR target, default or given), the threshold, and the FAR and FPIR bound it stands for."""
+    by = "threshold" if threshold is not None else "far" if far is not None else "fpir"
+    return dict(by=by, threshold=round(point.threshold, 6), far=point.far, fpir=point.fpir,
+                fpir_target=DEFAULT_FPIR if by == "fpir" and fpir is None else fpir)
 
 
 @dataclass
@@ -373,7 +386,8 @@ class FaceVerifier:
             vectors = np.stack([f.embedding for f in result.faces])
             decisions = self.identify_embeddings(gallery, vectors, point, match)
             yield IdentifyResult(result.path, self.face_identities(result.faces, decisions),
-                                 calibrated_front_end=self.pipeline.calibrated_front_end)
+                                 calibrated_front_end=self.pipeline.calibrated_front_end,
+                                 decision=decision_of(point, far, threshold, fpir))
 
     def face_identities(self, faces: Sequence[FaceEmbedding], decisions: Sequence[tuple[str | None, float, str | None]]
                         ) -> list[FaceIdentity]:

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import FaceverifyError
+from .errors import FaceverifyError, OperatingPointError
 from .modelcard import ModelCard
 
 DEFAULT_FAR = 1e-3
@@ -35,7 +35,7 @@ def operating_point(card: ModelCard, far: float | None = None, threshold: float 
     the card's calibration curve; otherwise the calibrated threshold for ``far`` (default 1e-3)."""
     if threshold is not None:
         if not -1.0 <= threshold <= 1.0:
-            raise FaceverifyError(f"threshold {threshold} is outside [-1, 1]")
+            raise OperatingPointError(f"threshold {threshold} is outside [-1, 1]")
         return OperatingPoint(float(threshold), far_at(card, threshold))
     far = DEFAULT_FAR if far is None else far
     return OperatingPoint(card.threshold_for(far), far)
@@ -62,7 +62,7 @@ def identification_point(
     calibrated template size up to the first at least that large: a template's impostor scores run higher than
     a single image's."""
     if fpir is not None and not 0 < fpir < 1:
-        raise FaceverifyError(f"FPIR {fpir:g} is outside (0, 1)")
+        raise OperatingPointError(f"FPIR {fpir:g} is outside (0, 1)")
     n = max(1, compared) * max(1, looks)
     if threshold is not None or far is not None:
         point = operating_point(card, far, threshold)

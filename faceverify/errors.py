@@ -35,6 +35,10 @@ class ModelError(FaceverifyError):
     """A model card or weights file that is missing, malformed or inconsistent."""
 
 
+class OperatingPointError(FaceverifyError):
+    """A threshold, false-accept rate or FPIR out of range, or one the model's calibration cannot give."""
+
+
 class GalleryError(FaceverifyError):
     """A gallery that cannot be opened or an operation it refuses."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, overload
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,6 +44,28 @@ def load_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> tu
     return _decode(name, data, max_pixels), sha256_bytes(data)
 
 
+@dataclass
+class Reduced:
+    """An image decoded at most ``max_side`` pixels on its longer side: the RGB array, ``scale`` (original pixels
+    per decoded pixel, 1.0 when not reduced) and the sha256 of the file's bytes."""
+
+    image: np.ndarray
+    scale: float
+    sha256: str
+
+
+def load_image_reduced(data: bytes, name: str, max_side: int, max_pixels: int = MAX_PIXELS,
+                       reserve: Callable[[int], None] | None = None) -> Reduced:
+    """:func:`load_image_bytes` decoding no more than is needed for ``max_side``: a JPEG is decoded at 1/2, 1/4
+    or 1/8 scale by its decoder (its DCT), other formats are box-filtered down by an integer factor right after
+    decoding. ``reserve(n)`` is called with the bytes the decode may need at most, from the header alone, before
+    anything is decoded (a memory budget blocks there)."""
+    if not data:
+        raise BadInputError(name, "empty file (0 bytes)")
+    image, scale = _decode(name, data, max_pixels, max_side, reserve)
+    return Reduced(image, scale, sha256_bytes(data))
+
+
 def _read_bytes(path: str | Path) -> bytes:
     """The bytes of a regular, non-empty file; BadInputError naming it otherwise (never opens pipes or devices)."""
     path = Path(path)
@@ -67,8 +91,16 @@ def _read_bytes(path: str | Path) -> bytes:
         raise BadInputError(path, f"corrupt or truncated image ({_short(exc)})") from None
 
 
-def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode an image file's bytes to RGB (see :func:`load_image`); errors name ``path``."""
+@overload
+def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray: ...
+@overload
+def _decode(path: str | Path, data: bytes, max_pixels: int, max_side: int,
+            reserve: Callable[[int], None] | None) -> tuple[np.ndarray, float]: ...
+
+
+def _decode(path, data, max_pixels, max_side=None, reserve=None):
+    """Decode an image file's bytes to RGB (see :func:`load_image`); errors name ``path``. With ``max_side``:
+    (RGB at most that side, scale) as :func:`load_image_reduced`."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
@@ -79,8 +111,22 @@ def _decode(path: str | Path, data: bytes, max_pixels: int) -> np.ndarray:
                     raise ImageTooLargeError(
                         path, f"image too large ({width}x{height} pixels; the limit is {max_pixels:,} pixels)"
                     )
+                if max_side is None:
+                    img.load()
+                    return to_rgb_array(ImageOps.exif_transpose(img))
+                shrink = min(1.0, max_side / max(width, height))
+                target = (max(1, round(width * shrink)), max(1, round(height * shrink)))
+                if shrink < 1 and img.format == "JPEG":
+                    img.draft(img.mode, target)  # decoded at the smallest 1/2^k scale still at least the target
+                if reserve is not None:  # the decoded image and a converted copy (4 bytes a pixel each), and reduced ones
+                    reserve(8 * (img.size[0] * img.size[1] + target[0] * target[1]))
                 img.load()
-                return to_rgb_array(ImageOps.exif_transpose(img))
+                if img.size != target:
+                    if img.mode not in ("L", "RGB", "RGBA"):  # 16-bit, palette, CMYK...: converted as unreduced images are
+                        img = Image.fromarray(to_rgb_array(img))
+                    img = img.resize(target, Image.Resampling.BOX)
+                out = to_rgb_array(ImageOps.exif_transpose(img))
+                return out, max(width, height) / max(out.shape[:2])
     except BadInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from .errors import ModelError, OperatingPointError
 
 CARD_SCHEMA = 1
 MAX_CARD_BYTES = 4 << 20  # the largest model card file read (a card is some kB; far bigger is not a card)
@@ -205,7 +205,7 @@ class ModelCard:
             if math.isclose(float(key), far, rel_tol=1e-6):
                 return float(thr)
         have = ", ".join(sorted(self.thresholds, key=float)) or "none"
-        raise ModelError(f"model '{self.name}' has no threshold calibrated for FAR={far:g} (has: {have})")
+        raise OperatingPointError(f"model '{self.name}' has no threshold calibrated for FAR={far:g} (has: {have})")
 
 
 def detector_kind(detector: str) -> str:

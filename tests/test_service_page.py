@@ -3,7 +3,10 @@ real `faceverify serve` process: the page loads with no external asset, enrolmen
 the gallery list, identify on a held-out image shows the name, verify two images of one person says so, a
 webcam capture (chromium's fake camera) reaches the enrolment and is refused for having no face, a generated video
 stream shows labels live (a screenshot, checked not blank and showing a known label's colour), and an unknown face
-is named from the page."""
+is named from the page. Also: the key-needed message goes once a key works, identify draws each face's box on the
+image (placed where the API says, scaled to the shown size) with the threshold that decided, the unknown panel
+knows the server keeps unknown faces, "skip bad files" enrols the good files of a batch holding a bad one, a
+thumbnail the server no longer has shows a placeholder, and at 400 px wide nothing overflows."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,9 +74,14 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
         d.get(server.url + "/")
         assert d.title == "faceverify"
         find = d.find_element
+        _wait(lambda: "an API key is needed" in find(By.ID, "message").text, what="the key-needed message")
         find(By.ID, "key").send_keys(KEY)
         find(By.ID, "key-save").click()
         _wait(lambda: "identities" in find(By.ID, "health").text, what="the health line")
+        _wait(lambda: find(By.ID, "gallery").text == "nobody enrolled yet", what="the gallery with the key")
+        _wait(lambda: not find(By.ID, "message").text, what="the key-needed message to go")
+        unknown_text = _wait(lambda: find(By.ID, "unknown").text, what="the unknown panel")
+        assert "start the server with --keep-unknown" not in unknown_text and unknown_text == "none kept yet"
 
         for name, paths in truth["gallery"].items():
             field = find(By.ID, "enroll-name")
@@ -90,11 +99,29 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
         enrolled = [p for p in truth["people"] if p["enrolled"]]
         held_out = next(Path(p) for p in [Path(truth["gallery"][enrolled[0]["name"]][0]).with_name(
             f"{enrolled[0]['name']}_0001.jpg")])
-        find(By.ID, "identify-file").send_keys(str(held_out.resolve()))
+        big = tmp_path / "held-out-big.jpg"  # shown scaled down (at most 480 px high), so the boxes must scale
+        Image.open(held_out).resize((1000, 1000)).save(big, quality=92)
+        find(By.ID, "identify-file").send_keys(str(big.resolve()))
         find(By.ID, "identify-btn").click()
         result = _wait(lambda: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#identify-result .face")],
                        what="the identify result")
         assert result[0].startswith(enrolled[0]["name"] + " ("), result
+        assert find(By.ID, "identify-threshold").text.startswith("threshold "), find(By.ID, "identify-threshold").text
+        assert "FPIR" in find(By.ID, "identify-threshold").text
+        boxes = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#identify-image .box"), what="the drawn boxes")
+        answer = httpx.post(server.url + "/v1/identify", headers={"Authorization": "Bearer " + KEY},
+                            files={"image": (big.name, big.read_bytes(), "image/jpeg")}, timeout=60).json()
+        assert len(boxes) == len(answer["faces"])
+        assert boxes[0].text == enrolled[0]["name"] and "unknown" not in boxes[0].get_attribute("class")
+        rect_js = "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom];"
+        img = find(By.CSS_SELECTOR, "#identify-image img")
+        left, top, right, _ = d.execute_script(rect_js, img)
+        assert d.execute_script("return arguments[0].naturalWidth", img) == 1000 and right - left < 900  # scaled down
+        scale = (right - left) / 1000
+        rect = d.execute_script(rect_js, boxes[0])
+        x1, y1, x2, y2 = answer["faces"][0]["box"]
+        want = [left + x1 * scale, top + y1 * scale, left + x2 * scale, top + y2 * scale]
+        assert np.allclose(rect, want, atol=1.5), (rect, want)
 
         find(By.ID, "verify-a").send_keys(str(held_out.resolve()))
         find(By.ID, "verify-b").send_keys(str(Path(truth["gallery"][enrolled[0]["name"]][0]).resolve()))
@@ -153,6 +180,54 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
                   and "status of 401" not in e["message"]  # the lists asked for before the key was typed
                   and "Webcam%20Person" not in e["message"]]  # the refused webcam capture
         assert not errors, errors
+
+        # "skip bad files": one good image and one that is not an image
+        notes = tmp_path / "notes.jpg"
+        notes.write_text("not an image")
+        both = f"{held_out.resolve()}\n{notes.resolve()}"
+        field = find(By.ID, "enroll-name")
+        field.clear()
+        field.send_keys("Skip Bad")
+        find(By.ID, "enroll-files").send_keys(both)
+        find(By.ID, "enroll-btn").click()
+        refused = _wait(lambda: "nothing was enrolled" in find(By.ID, "message").text and find(By.ID, "message"),
+                        what="the refused enrolment")
+        assert refused.text.startswith("notes.jpg") and "error" in refused.get_attribute("class"), refused.text
+        assert "tick 'skip bad files'" in refused.text and "skip_bad=true" not in refused.text, refused.text
+        assert not d.find_elements(By.CSS_SELECTOR, '#gallery .identity[data-name="Skip Bad"]')
+        find(By.ID, "enroll-skip-bad").click()
+        d.execute_script("document.getElementById('enroll-files').value = ''")
+        find(By.ID, "enroll-files").send_keys(both)
+        find(By.ID, "enroll-btn").click()
+        _wait(lambda: d.find_elements(By.CSS_SELECTOR, '#gallery .identity[data-name="Skip Bad"]'),
+              what="the enrolment with skip bad files")
+        assert find(By.ID, "message").text.startswith("enrolled Skip Bad: 1 new face(s); skipped notes.jpg")
+
+        # thumbnails the server no longer has: a placeholder with the initials, no broken image
+        for f in (tmp_path / "g.sqlite.faces").iterdir():
+            f.unlink()
+        d.refresh()
+        cards = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#gallery .identity"), what="the gallery list")
+        _wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#gallery .identity .placeholder")) == len(cards),
+              what="the thumbnail placeholders")
+        assert not d.find_elements(By.CSS_SELECTOR, "#gallery .identity img")
+        skip = d.find_element(By.CSS_SELECTOR, '#gallery .identity[data-name="Skip Bad"] .placeholder')
+        assert skip.text == "SB" and skip.size["width"] == 128
+
+        # 400 px wide: the header wraps, nothing overflows, every header control is in view
+        d.set_window_size(400, 900)
+        try:
+            d.refresh()
+            _wait(lambda: "identities" in find(By.ID, "health").text, what="the health line at 400 px")
+            _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#gallery .identity"), what="the gallery at 400 px")
+            width = d.execute_script("return window.innerWidth")
+            assert width <= 400
+            assert d.execute_script("return document.documentElement.scrollWidth") <= width
+            for control in ("key", "key-save", "health"):
+                right = d.execute_script("return arguments[0].getBoundingClientRect().right", find(By.ID, control))
+                assert 0 < right <= width, (control, right, width)
+        finally:
+            d.set_window_size(1280, 2400)
     finally:
         server.stop()
     assert KEY not in log.read_text()

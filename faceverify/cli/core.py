@@ -280,7 +280,8 @@ def gallery_show(name: str, gallery: Optional[str] = GalleryOpt, as_json: bool =
             return
         for r in rows:
             kept = "face kept" if r["face"] else "no face kept"
-            typer.echo(f"{r['source']}\t{r['source_sha256'][:12]}\t{r['box'] or '-'}\t{r['model_id']}\t{kept}")
+            box = ",".join(f"{v:g}" for v in r["box"]) if r["box"] else "-"
+            typer.echo(f"{r['source']}\t{r['source_sha256'][:12]}\t{box}\t{r['model_id']}\t{kept}")
 
 
 @gallery_app.command("remove")

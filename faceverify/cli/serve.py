@@ -18,7 +18,7 @@ def serve(
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="FACEVERIFY_API_KEY", show_envvar=True,
                                           show_default=False, help="Key for reads and writes (Authorization: Bearer KEY)."),
     read_key: Optional[str] = typer.Option(None, "--read-key", envvar="FACEVERIFY_READ_KEY", show_envvar=True,
-                                           show_default=False, help="A key that may only read (GET)."),
+                                           show_default=False, help="A key that may read, identify and verify, but change nothing."),
     webhook: Optional[List[str]] = typer.Option(None, "--webhook", help="URL to post each decided track and each "
                                                 "track end to, as JSON (several: --webhook URL1 URL2)."),
     keep_unknown: int = typer.Option(0, "--keep-unknown", min=0, max=10_000, help="Keep the best face of the last N "
@@ -26,6 +26,12 @@ def serve(
     max_body_mb: float = typer.Option(32, "--max-body-mb", min=0.01, help="Largest request body, MiB (413 above)."),
     max_image_mb: float = typer.Option(16, "--max-image-mb", min=0.01, help="Largest uploaded file, MiB (413 above)."),
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1, help="Largest image, pixels (413 above)."),
+    decode_mb: float = typer.Option(512, "--decode-memory-mb", min=16, help="Memory for decoding uploads and "
+                                    "holding decoded images, MiB (requests wait for it; 503 after 30 s)."),
+    read_timeout: float = typer.Option(20, "--read-timeout", min=0.1, max=3600, help="Seconds a client has to "
+                                       "send its headers, and for each part of its body (408 after)."),
+    allow_host: Optional[List[str]] = typer.Option(None, "--allow-host", help="Another name this server answers "
+                                                   "to without a key (Host header; DNS rebinding sends others)."),
     queue_size: int = typer.Option(64, "--queue", min=1, help="Requests that may wait for the model (503 above)."),
     batch: int = typer.Option(16, "--batch", min=1, help="Images embedded together from concurrent requests."),
     model: Optional[str] = ModelOpt,
@@ -49,6 +55,7 @@ def serve(
         gallery=gallery_location(gallery), host=host, port=port,
         api_keys=[api_key] if api_key else [], read_keys=[read_key] if read_key else [],
         max_body=int(max_body_mb * mib), max_image_bytes=int(max_image_mb * mib), max_pixels=max_pixels,
+        decode_memory=int(decode_mb * mib), read_timeout=read_timeout, allow_hosts=list(allow_host or []),
         queue_size=queue_size, batch_images=batch, keep_unknown=keep_unknown, webhooks=list(webhook or []),
     )
     config.check_listen()  # before the model loads

@@ -19,7 +19,7 @@ import numpy as np
 
 from .cache import EmbeddingCache, embed_paths, front_end_fields
 from ..detect import FaceChoice
-from ..errors import BadInputError, FaceverifyError, ModelError
+from ..errors import BadInputError, FaceverifyError, OperatingPointError
 from .metrics import (
     accuracy_at,
     best_threshold,
@@ -88,7 +88,7 @@ def card_threshold(card: Card, far: float = DEFAULT_FAR) -> float | None:
     """The card's calibrated threshold for ``far``, or None when it has none."""
     try:
         return card.threshold_for(far)
-    except ModelError:
+    except OperatingPointError:
         return None
 
 

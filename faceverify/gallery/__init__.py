@@ -81,7 +81,7 @@ from .index import SearchIndex
 from .names import name_skeleton, validate_name
 from .pgstore import is_database_url
 from .ranking import rank
-from .records import Enrolment, Identity, enrolment_row, face_of
+from .records import Enrolment, Identity, enrolment_row, face_of, parse_box
 from .store import Store, database_error, db_errors
 from .sync import GalleryIndexWarning, build_index, catch_up, load_saved_index, needs_saving, save_index
 
@@ -261,15 +261,16 @@ class Gallery(GalleryBase):
 
     @db_errors
     def embeddings_of(self, name: str) -> list[dict]:
-        """Stored metadata of one identity's embeddings (no vectors; ``face``: whether its face is kept)."""
+        """Stored metadata of one identity's embeddings (no vectors; ``id``: the embedding's, ``box`` as numbers,
+        ``face``: whether its face is kept)."""
         identity_id = self._store.identity_id(name)
         rows = self._store.db.execute(
-            "SELECT e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
+            "SELECT e.id, e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
             "FROM embeddings e LEFT JOIN faces f ON f.embedding_id = e.id WHERE e.identity_id = ? ORDER BY e.id",
             (identity_id,),
         ).fetchall()
-        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t, face=bool(k))
-                for s, h, b, m, t, k in rows]
+        return [dict(id=i, source=s, source_sha256=h, box=parse_box(b), model_id=m, created_at=t, face=bool(k))
+                for i, s, h, b, m, t, k in rows]
 
     def iter_vectors(self, faces: bool = False) -> Iterator[tuple[str, np.ndarray, dict]]:
         """Every stored embedding with its identity name and metadata; with ``faces``, ``meta["face"]`` is its

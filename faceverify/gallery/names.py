@@ -14,7 +14,14 @@ _LOOKALIKES = str.maketrans(
     "авеіјкмнопрстухѕԁԛԝһӏүɑıαβεηικμνορτυχζϲ",
     "abeijkmhonpctyxsdqwhlyaiabenikmvoptuxzc",
 )
+# ASCII characters that render like another in common fonts once case is folded (capital I is lower-case l in
+# many fonts, so i, l, 1 and | are one letter here; zero and o), and the separators people write between the
+# parts of one name.
+_ASCII_LOOKALIKES = str.maketrans({"i": "l", "1": "l", "|": "l", "0": "o", "_": " ", "-": " ", ".": " "})
+_ASCII_PAIRS = (("rn", "m"), ("vv", "w"))
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
+SKELETON_VERSION = "2"
+"""Stored skeletons made by another version of :func:`name_skeleton` are made again when a gallery opens."""
 
 
 def collapse_name(name: str) -> str:
@@ -25,9 +32,12 @@ def collapse_name(name: str) -> str:
 
 
 def name_skeleton(name: str) -> str:
-    """The key under which lookalike names collide: NFKC, case-folded, lookalike letters mapped to Latin."""
+    """The key under which lookalike names collide: NFKC, ASCII lookalikes (I l 1 |, 0 o, rn m, vv w) and
+    separators (_ - .) folded, case-folded, Cyrillic and Greek lookalike letters mapped to Latin."""
     folded = unicodedata.normalize("NFKC", collapse_name(name)).casefold()
-    mapped = unicodedata.normalize("NFD", folded).translate(_LOOKALIKES)
+    mapped = unicodedata.normalize("NFD", folded).translate(_LOOKALIKES).translate(_ASCII_LOOKALIKES)
+    for pair, single in _ASCII_PAIRS:
+        mapped = mapped.replace(pair, single)
     return collapse_name(mapped)
 
 

@@ -35,11 +35,11 @@ import numpy as np
 from ..decision import identity_templates
 from ..errors import ConflictError, GalleryError, UnknownIdentityError
 from .base import GalleryBase, rank_templates
-from .names import collapse_name, name_skeleton, validate_name
+from .names import SKELETON_VERSION, collapse_name, name_skeleton, validate_name
 from .pgpool import shared_pool, unavailable
 from .pgstore import (HNSW_INDEX, INSERT_EMBEDDING, INSERT_WITH_FACE, SEARCH_NEAREST, build_search_index, create_embeddings,
                       create_faces, ef_search_for, ensure_schema, import_driver, one_line, redact)
-from .records import Enrolment, Identity, check_model, enrolment_row, face_of
+from .records import Enrolment, Identity, check_model, enrolment_row, face_of, parse_box
 
 PAGE = 10_000
 
@@ -94,6 +94,12 @@ class PostgresGallery(GalleryBase):
     @pg_errors
     def _setup(self, create: bool) -> None:
         ensure_schema(self._db(), self.path, create)
+        if self._meta("skeleton_version") != SKELETON_VERSION:
+            with self._write() as db:
+                for identity_id, name in db.execute("SELECT id, name FROM faceverify_identities").fetchall():
+                    db.execute("UPDATE faceverify_identities SET skeleton = %s WHERE id = %s",
+                               (name_skeleton(name), identity_id))
+                self._set_meta(db, "skeleton_version", SKELETON_VERSION)
         check_model(self.path, self._meta("model_id"), self._meta("embedding_size"), self.model_id, self.embedding_size)
 
     def close(self) -> None:
@@ -331,19 +337,20 @@ class PostgresGallery(GalleryBase):
 
     @pg_errors
     def embeddings_of(self, name: str) -> list[dict]:
-        """Stored metadata of one identity's embeddings (no vectors; ``face``: whether its face is kept)."""
+        """Stored metadata of one identity's embeddings (no vectors; ``id``: the embedding's, ``box`` as numbers,
+        ``face``: whether its face is kept)."""
         db = self._db()
         identity_id = self._identity_id(db, name)
         if not self._bound():
             return []
         rows = db.execute(
-            "SELECT e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
+            "SELECT e.id, e.source, e.source_sha256, e.box, e.model_id, e.created_at, f.embedding_id IS NOT NULL "
             "FROM faceverify_embeddings e LEFT JOIN faceverify_faces f ON f.embedding_id = e.id "
             "WHERE e.identity_id = %s ORDER BY e.id",
             (identity_id,),
         ).fetchall()
-        return [dict(source=s, source_sha256=h, box=b or None, model_id=m, created_at=t, face=bool(k))
-                for s, h, b, m, t, k in rows]
+        return [dict(id=i, source=s, source_sha256=h, box=parse_box(b), model_id=m, created_at=t, face=bool(k))
+                for i, s, h, b, m, t, k in rows]
 
     def iter_vectors(self, faces: bool = False) -> Iterator[tuple[str, np.ndarray, dict]]:
         """Every stored embedding with its identity name and metadata (read a page at a time); with ``faces``,

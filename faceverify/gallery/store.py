@@ -17,7 +17,7 @@ import numpy as np
 
 from .._util import chunked, placeholders
 from ..errors import ConflictError, GalleryError, UnknownIdentityError
-from .names import collapse_name, name_skeleton
+from .names import SKELETON_VERSION, collapse_name, name_skeleton
 from .records import check_model
 
 SCHEMA_VERSION = 3
@@ -162,6 +162,10 @@ class Store:
                     f"(this faceverify reads {SCHEMA_VERSION} and migrates 1 and 2)"
                 )
             db.execute("CREATE INDEX IF NOT EXISTS identities_skeleton ON identities(skeleton)")
+            if self.meta("skeleton_version") != SKELETON_VERSION:
+                for identity_id, name in db.execute("SELECT id, name FROM identities").fetchall():
+                    db.execute("UPDATE identities SET skeleton = ? WHERE id = ?", (name_skeleton(name), identity_id))
+                self.set_meta("skeleton_version", SKELETON_VERSION)
             self._check_model()
 
     def _migrate_from_1(self) -> None:

@@ -4,23 +4,26 @@ check and the body cap; and :func:`serve`, which runs it under uvicorn."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from functools import lru_cache
+from importlib import resources
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
 
 from ..api import FaceVerifier
 from .errors import install as install_errors
 from .config import ServiceConfig
 from .engine import Engine, ServiceState
-from .guard import BodyLimit, authorize
+from .guard import RequestGuard, authorize, header_deadline_protocol, hide_query_strings
 from .live import build_live_router
 from .observers import UnknownFaces, Webhooks
-from .page import install_page
 from .routes import build_router
 from .streams import StreamManager
-from .uploads import Thumbnails
+from .thumbnails import Thumbnails
+from .uploads import Decoder
 
 OPEN_PATHS = frozenset({"/v1/health"})
-"""Answered without a key: a monitor's health check (it tells the model, the gallery path and a count)."""
+"""Answered without a key: a monitor's health check (it tells the model, the gallery's name and counts)."""
 
 DESCRIPTION = (
     "Face verification and identification against a gallery, with calibrated thresholds. JSON bodies are those "
@@ -42,18 +45,21 @@ def create_app(config: ServiceConfig, verifier: FaceVerifier | None = None) -> F
     hooks = Webhooks(config.webhooks)
     unknown = UnknownFaces(config.keep_unknown)
     streams = StreamManager(verifier, config.gallery, hooks, unknown, config.max_streams)
-    state = ServiceState(config, verifier, engine, Thumbnails(config.gallery), streams, unknown, hooks)
+    decoder = Decoder(config)
+    state = ServiceState(config, verifier, engine, decoder, Thumbnails(config.gallery), streams, unknown, hooks)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        hide_query_strings()  # uvicorn has configured its loggers by now
         yield
         streams.close()
         hooks.close()
+        decoder.close()
         engine.close()
 
     app = FastAPI(title="faceverify", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.service = state
-    install_errors(app)
+    install_errors(app, str(config.gallery))
 
     async def auth(request: Request) -> None:
         if request.url.path not in OPEN_PATHS:
@@ -62,7 +68,7 @@ def create_app(config: ServiceConfig, verifier: FaceVerifier | None = None) -> F
     app.include_router(build_router(state), dependencies=[Depends(auth)])
     app.include_router(build_live_router(state), dependencies=[Depends(auth)])
     install_page(app)
-    app.add_middleware(BodyLimit, limit=config.max_body)
+    app.add_middleware(RequestGuard, config=config)
     return app
 
 
@@ -73,4 +79,28 @@ def serve(config: ServiceConfig, verifier: FaceVerifier | None = None, log_level
     config.check_listen()
     app = create_app(config, verifier)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, server_header=False,
-                proxy_headers=False, timeout_graceful_shutdown=5)
+                proxy_headers=False, timeout_graceful_shutdown=5, http=header_deadline_protocol(config.read_timeout))
+
+
+# -- the web page at /: one HTML file with a little JavaScript, shipped in the package, nothing fetched from
+# elsewhere (it works offline). The page holds no data; it asks the API, with the key the user types.
+
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' blob: data:; media-src 'self' blob: mediastream:; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+
+
+@lru_cache(maxsize=1)
+def page_html() -> str:
+    return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+
+
+def install_page(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html(), headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                                                  "Referrer-Policy": "no-referrer"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)

@@ -16,12 +16,17 @@ MiB = 1024 * 1024
 class ServiceConfig:
     """Settings of one service process.
 
-    ``api_keys`` may read and write; ``read_keys`` may only read (GET). With neither, nobody needs a key (only
-    allowed on a loopback address). ``max_body`` caps a request body in bytes, ``max_image_bytes`` one uploaded
-    file, ``max_pixels`` one decoded image, ``max_files`` the files of one enrolment. ``queue_size`` requests may
-    wait for the model (503 beyond), batched ``batch_images`` images at a time. ``keep_unknown``: face crops of
-    the last N tracks a stream could not name, kept for the page to name or dismiss. ``webhooks``: URLs that get
-    each decided track and each track end as JSON.
+    ``api_keys`` may do everything; ``read_keys`` everything that changes nothing stored (reads, identify,
+    verify). With neither, nobody needs a key (only allowed on a loopback address), and requests must name this
+    server in ``Host`` (its address, ``localhost``, or one of ``allow_hosts``) and writes must not come from
+    another site (``Origin``, ``Sec-Fetch-Site``). ``max_body`` caps a request body in bytes, ``max_image_bytes``
+    one uploaded file, ``max_pixels`` one image, ``max_files`` the files of one enrolment. Images are decoded at
+    most ``work_side`` pixels on their longer side, within ``decode_memory`` bytes for decodes and decoded images
+    together. ``queue_size`` requests may wait for decoding and the model (503 beyond), batched ``batch_images``
+    images at a time. A client has ``read_timeout`` seconds to send its request's headers, and as long for each
+    part of its body (408, connection closed). ``keep_unknown``: face crops of the last N tracks a stream could
+    not name, kept for the page to name or dismiss. ``webhooks``: URLs that get each decided track and each track
+    end as JSON.
     """
 
     gallery: Path | str  # a file, or a postgresql:// URL (without its password: /v1/health shows it)
@@ -33,6 +38,10 @@ class ServiceConfig:
     max_image_bytes: int = 16 * MiB
     max_pixels: int = MAX_PIXELS
     max_files: int = 64
+    work_side: int = 4096
+    decode_memory: int = 512 * MiB
+    read_timeout: float = 20.0
+    allow_hosts: list[str] = field(default_factory=list)
     queue_size: int = 64
     batch_images: int = 16
     max_streams: int = 4
@@ -54,7 +63,9 @@ class ServiceConfig:
         for key in self.api_keys + self.read_keys:
             if len(key) < 8 or not key.isascii() or not key.isprintable() or " " in key:
                 raise FaceverifyError("an API key must be at least 8 printable ASCII characters without spaces")
-        for name in ("max_body", "max_image_bytes", "max_pixels", "max_files", "queue_size", "batch_images"):
+        self.allow_hosts = [h.lower().rstrip(".") for h in self.allow_hosts if h]
+        for name in ("max_body", "max_image_bytes", "max_pixels", "max_files", "queue_size", "batch_images",
+                     "work_side", "decode_memory", "read_timeout"):
             if getattr(self, name) < 1:
                 raise FaceverifyError(f"{name} must be at least 1")
         for url in self.webhooks:

@@ -30,7 +30,8 @@ from .errors import ApiError
 if TYPE_CHECKING:
     from .observers import UnknownFaces, Webhooks
     from .streams import StreamManager
-    from .uploads import Thumbnails
+    from .thumbnails import Thumbnails
+    from .uploads import Decoder
 
 T = TypeVar("T")
 
@@ -152,12 +153,13 @@ class Engine:
 
 @dataclass
 class ServiceState:
-    """Everything the routes share: the configuration, the verifier and its engine, the thumbnails, the running
-    streams, the unknown faces kept to name later and the webhook sender."""
+    """Everything the routes share: the configuration, the verifier and its engine, the upload decoder, the
+    thumbnails, the running streams, the unknown faces kept to name later and the webhook sender."""
 
     config: ServiceConfig
     verifier: FaceVerifier
     engine: Engine
+    decoder: "Decoder"
     thumbs: "Thumbnails"
     streams: "StreamManager"
     unknown: "UnknownFaces"

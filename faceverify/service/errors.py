@@ -1,14 +1,18 @@
 """HTTP errors: every failure is ``{"error": "one line"}`` with the status that says what went wrong.
 
-400 a bad or unreadable image (the CLI's one-line reasons, naming the file), 401 no or a wrong key, 403 a
-read-only key on a write, 404 an unknown identity or stream, 409 a model mismatch, a name conflict or an empty
-gallery, 413 a body or image too large, 422 a malformed request, a name the gallery refuses or a face below the
-enrolment quality limits, 503 the model's queue is full. Nothing is stored on any of them.
+400 a bad or unreadable image (the CLI's one-line reasons, naming the file) or a stream source that cannot be
+opened, 401 no or a wrong key, 403 a read-only key on a change or a cross-site write, 404 an unknown identity or
+stream, 408 a client too slow to send its request, 409 a model mismatch, a name conflict or an empty gallery,
+413 a body or image too large, 421 a ``Host`` this server does not answer for, 422 a malformed request (fields,
+parameters, an operating point the calibration cannot give), a name the gallery refuses or a face below the
+enrolment quality limits, 503 the server is busy (retry), 504 a stream source that did not answer. Nothing is
+stored on any of them. Messages never show where the gallery is (only its name).
 """
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     BadInputError, ConflictError, FaceverifyError, GalleryError, ImageTooLargeError, InvalidNameError,
-    LowQualityError, UnknownIdentityError,
+    LowQualityError, OperatingPointError, UnknownIdentityError,
 )
 
 log = logging.getLogger("faceverify.service")
@@ -44,10 +48,20 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse(dict(error=one_line(message), **extra), status_code=status, headers=headers)
 
 
+def gallery_name(location: object) -> str:
+    """What the service shows of its gallery: the file's name (not the folder it is in), or a database URL's
+    scheme and database (not its host or options)."""
+    text = str(location)
+    if "://" in text:
+        parts = urlsplit(text)
+        return f"{parts.scheme}:///{parts.path.lstrip('/')}"
+    return text.rstrip("/").rsplit("/", 1)[-1]
+
+
 def status_of(exc: FaceverifyError) -> int:
     """The HTTP status of a faceverify error (the most specific class first)."""
     for cls, status in ((ImageTooLargeError, 413), (LowQualityError, 422), (BadInputError, 400), (UnknownIdentityError, 404),
-                        (InvalidNameError, 422), (ConflictError, 409), (GalleryError, 500)):
+                        (InvalidNameError, 422), (ConflictError, 409), (GalleryError, 500), (OperatingPointError, 422)):
         if isinstance(exc, cls):
             return status
     return 400  # a request the API refuses (an operating point out of range, no images given, ...)
@@ -61,16 +75,22 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "malformed request: " + "; ".join(parts)
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every exception into a one-line JSON error."""
+def install(app: FastAPI, private: str) -> None:
+    """Register the handlers that turn every exception into a one-line JSON error; ``private`` (the gallery's
+    location) is shown by its last part only."""
+    shown = gallery_name(private)
+
+    def hide(text: str) -> str:
+        return text.replace(private, shown)
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.headers, **exc.extra)
+        extra = {k: [hide(str(v)) for v in vs] if isinstance(vs, list) else vs for k, vs in exc.extra.items()}
+        return error_response(exc.status, hide(exc.message), exc.headers, **extra)
 
     @app.exception_handler(FaceverifyError)
     async def _faceverify(_: Request, exc: FaceverifyError) -> JSONResponse:
-        return error_response(status_of(exc), str(exc))
+        return error_response(status_of(exc), hide(str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,8 +100,9 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         status = exc.status_code
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
-        if status == 400 and ("parsing the body" in detail or "multipart" in detail.lower()):
-            # FastAPI's and Starlette's words for a body that is not the multipart or JSON it claims to be
+        if status == 400 and "exceeded maximum size" in detail:  # a multipart form field over Starlette's cap
+            status, detail = 413, f"request refused: {detail.rstrip('.').lower()}"
+        elif status == 400:  # FastAPI's and Starlette's words for a body that is not the form or JSON it claims
             status, detail = 422, f"malformed request: {detail.rstrip('.').lower()}"
         return error_response(status, detail, getattr(exc, "headers", None))
 

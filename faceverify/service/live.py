@@ -24,7 +24,7 @@ class StreamStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: Union[int, str] = Field(..., description="Camera index, video file on the server, or rtsp/http URL.")
     realtime: Optional[bool] = Field(None, description="Read a file at its frame rate (default true), as a camera.")
-    fpir: Optional[float] = Field(None, gt=0, le=1)
+    fpir: Optional[float] = Field(None, gt=0, lt=1)
     far: Optional[float] = Field(None, gt=0, le=1)
     threshold: Optional[float] = Field(None, ge=-1, le=1)
     match: Optional[Literal["template", "best"]] = Field(None, description="What a track is named against.")

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..video.source import display_url
 from .errors import ApiError
-from .uploads import face_crop, jpeg
+from .thumbnails import face_crop, jpeg
 
 log = logging.getLogger("faceverify.service")
 
@@ -109,15 +110,6 @@ class Webhooks:
                 pass
         for hook in self._hooks:
             hook.thread.join(timeout=self.timeout + 1)
-
-
-def display_url(url: str) -> str:
-    """A URL (or a stream source) without its user:password part, for lists and messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    host, slash, path = rest.partition("/")
-    return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
 
 
 @dataclass

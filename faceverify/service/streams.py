@@ -20,10 +20,11 @@ from typing import Any
 import cv2
 
 from ..api import FaceVerifier
-from ..errors import BadInputError, FaceverifyError
+from ..errors import FaceverifyError
 from ..video import FrameResult, VideoIdentifier, VideoSettings, draw_events
+from ..video.source import display_url, parse_source
 from .errors import ApiError, one_line, status_of
-from .observers import UnknownFaces, Webhooks, display_url
+from .observers import UnknownFaces, Webhooks
 
 log = logging.getLogger("faceverify.service")
 
@@ -31,18 +32,10 @@ BACKLOG = 5000
 """Events kept per stream for subscribers that connect late or reconnect (``Last-Event-ID``)."""
 START_TIMEOUT = 120.0
 """Seconds a start waits for the source to open and the video detector to load."""
-
-
-def check_source(source: str) -> None:
-    """Refuse a file source that is missing or a directory at once (BadInputError, the video loop's words),
-    before the seconds a stream takes to start."""
-    if source.isdigit() or "://" in source:
-        return
-    path = Path(source)
-    if not path.exists():
-        raise BadInputError(path, "no such file")
-    if path.is_dir():
-        raise BadInputError(path, "is a directory, not a video")
+ENDED_KEPT = 600.0
+"""Seconds an ended or failed stream stays listed (with its summary) before it is forgotten."""
+MAX_ENDED = 32
+"""Ended streams kept listed at most (the oldest are forgotten first)."""
 
 
 class Stream:
@@ -59,6 +52,7 @@ class Stream:
         self.error_status = 500
         self.summary: dict | None = None
         self.started_at = time.time()
+        self.ended_at: float | None = None
         self.viewers = 0
         self.seq = 0
         self._events: deque[tuple[int, dict]] = deque(maxlen=BACKLOG)
@@ -111,12 +105,14 @@ class Stream:
             self._fail(f"internal error: {type(exc).__name__}: {one_line(exc, 200)}")
         finally:
             gallery.close()
+            self.ended_at = self.ended_at or time.time()
             self.finished.set()
 
     def _fail(self, message: str, log_it: bool = True) -> None:
-        self.error, self.status = message, "failed"
+        self.error, self.status = message.replace(self.source, display_url(self.source)), "failed"
         if log_it:
-            log.error("stream %d (%s): %s", self.id, display_url(self.source), message)
+            log.error("stream %d (%s): %s", self.id, display_url(self.source), self.error)
+        self.ended_at = time.time()
         self._ready.set()
         self.finished.set()
 
@@ -183,6 +179,7 @@ class StreamManager:
         self.hooks = hooks
         self.unknown = unknown
         self.max_streams = max_streams
+        self.ended_kept = ENDED_KEPT
         self._streams: dict[int, Stream] = {}
         self._lock = threading.Lock()
         self._warm = threading.Lock()
@@ -200,8 +197,9 @@ class StreamManager:
     def start(self, source: str, realtime: bool | None = None, **options: Any) -> Stream:
         """Open ``source`` and start identifying (blocking until it runs or fails: call from a worker thread).
         A file is read at its frame rate unless ``realtime`` is False."""
-        check_source(source)
+        parse_source(source)  # a missing file, a folder or no such camera: refused before a stream starts
         with self._lock:
+            self._forget_ended()
             running = sum(1 for s in self._streams.values() if not s.finished.is_set())
             if running >= self.max_streams:
                 raise ApiError(409, f"{running} streams are running, the most this server runs at once; stop one")
@@ -219,8 +217,19 @@ class StreamManager:
             raise ApiError(stream.error_status, stream.error)
         return stream
 
+    def _forget_ended(self) -> None:
+        """Drop streams that ended over ``ended_kept`` seconds ago (:data:`ENDED_KEPT`), and all but the last
+        :data:`MAX_ENDED` ended ones (call holding the lock)."""
+        now = time.time()
+        ended = sorted((s for s in self._streams.values() if s.finished.is_set() and s.ended_at is not None),
+                       key=lambda s: s.ended_at)  # type: ignore[arg-type, return-value]
+        for i, s in enumerate(ended):
+            if now - s.ended_at > self.ended_kept or i < len(ended) - MAX_ENDED:  # type: ignore[operator]
+                del self._streams[s.id]
+
     def get(self, ident: int) -> Stream:
         with self._lock:
+            self._forget_ended()
             stream = self._streams.get(ident)
         if stream is None:
             raise ApiError(404, f"no stream {ident}")
@@ -228,6 +237,7 @@ class StreamManager:
 
     def list(self) -> list[dict]:
         with self._lock:
+            self._forget_ended()
             streams = list(self._streams.values())
         return [s.describe() for s in streams]
 

@@ -1,41 +1,106 @@
-"""Uploaded images: read with a size cap, named for messages, decoded off the event loop; and the face
-thumbnails kept beside the gallery (``<gallery>.faces/``) for the page.
+"""Uploaded images: read with a size cap, named for messages, and decoded within the service's memory budget.
 
-Uploads themselves are not kept, so the service saves a small crop of each face it enrols; for faces enrolled
-by the CLI a crop is cut from the source file while that file is still there. Removing an identity removes its
-crops."""
+Decoding runs on a few threads of its own (not the server's shared pool), at most ``work_side`` pixels on the
+longer side (the detector shrinks images far below that anyway: YuNet looks at 640), and each decode reserves
+what it may need from a :class:`MemoryBudget` first; the decoded image holds its
+bytes of the budget until its request is answered. Requests that hold or wait for decoded images count against
+the model queue's bound (503 beyond it). Faces are found in the decoded image; boxes are answered and stored in
+the uploaded image's own pixels. Memory a large decode freed is handed back to the system."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import ctypes
+import ctypes.util
+import threading
+import time
 import unicodedata
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import AsyncIterator
 
-import cv2
 import numpy as np
 from fastapi import UploadFile
-from starlette.concurrency import run_in_threadpool
 
-from .._util import write_atomic
 from ..errors import BadInputError, ImageTooLargeError
-from ..images import load_image, load_image_bytes
+from ..images import load_image_reduced
+from ..pipeline import FaceEmbedding
 from .config import ServiceConfig
 from .errors import ApiError
 
 MAX_LABEL = 100
+DECODE_THREADS = 2
+
+TRIM_ABOVE = 32 * 1024 * 1024
+"""Decodes reserving more than this many bytes hand freed memory back to the system when they are done."""
+
+
+class MemoryBudget:
+    """``limit`` bytes shared by decodes and decoded images (thread-safe). A reservation waits until it fits, or
+    until nothing else is held (one image larger than the whole budget still decodes, alone); one that cannot
+    start within ``wait`` seconds is refused 503."""
+
+    def __init__(self, limit: int, wait: float = 30.0):
+        self.limit, self.wait = limit, wait
+        self.used = self.peak = 0
+        self._cond = threading.Condition()
+
+    def reserve(self, n: int) -> None:
+        deadline = time.monotonic() + self.wait
+        with self._cond:
+            while self.used and self.used + n > self.limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ApiError(503, "the server is busy decoding other large images; retry shortly",
+                                   {"Retry-After": "2"})
+                self._cond.wait(left)
+            self.used += n
+            self.peak = max(self.peak, self.used)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - n)
+            self._cond.notify_all()
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps them per thread otherwise: the process would stay
+    at its peak size after a burst of large images)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 @dataclass
 class Upload:
-    """One decoded upload: the name errors and the gallery use, the RGB image, the sha256 of its bytes, and the
-    bytes (kept for thumbnails)."""
+    """One decoded upload: the name errors and the gallery use, the RGB image as decoded, ``scale`` (uploaded
+    pixels per decoded pixel), the sha256 of its bytes, and the budget bytes it holds."""
 
     label: str
     image: np.ndarray
+    scale: float
     sha256: str
-    data: bytes
+    held: int
+
+    def in_upload(self, faces: list[FaceEmbedding]) -> list[FaceEmbedding]:
+        """``faces`` found in the decoded image, with boxes and landmarks in the uploaded image's pixels."""
+        if self.scale == 1.0:
+            return faces
+        return [f if f.face is None else replace(f, face=replace(f.face, box=f.face.box * self.scale,
+                                                                   landmarks=f.face.landmarks * self.scale))
+                for f in faces]
 
 
 def label_of(filename: str | None, fallback: str) -> str:
@@ -47,6 +112,8 @@ def label_of(filename: str | None, fallback: str) -> str:
 
 async def read_upload(file: UploadFile, fallback: str, config: ServiceConfig) -> tuple[str, bytes]:
     """(label, bytes) of one uploaded file, refusing one over the per-image byte cap (413) or empty (400)."""
+    if not hasattr(file, "read"):
+        raise ApiError(422, f"malformed request: field '{fallback.rstrip('0123456789')}' must be a file upload")
     label = label_of(file.filename, fallback)
     data = await file.read(config.max_image_bytes + 1)
     if len(data) > config.max_image_bytes:
@@ -56,108 +123,92 @@ async def read_upload(file: UploadFile, fallback: str, config: ServiceConfig) ->
     return label, data
 
 
-async def decode(label: str, data: bytes, config: ServiceConfig) -> Upload:
-    """Decode in a worker thread (EXIF, modes, the pixel cap: the CLI's rules and messages)."""
-    image, sha = await run_in_threadpool(load_image_bytes, data, label, config.max_pixels)
-    return Upload(label, image, sha, data)
+class Decoder:
+    """Decodes uploads for the service within its memory budget (see the module's description)."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.budget = MemoryBudget(config.decode_memory)
+        self.in_flight = 0
+        self._pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="faceverify-decode")
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator["RequestImages"]:
+        """One request's decodes: refused 503 when the queue's bound of requests is already in flight; what they
+        hold of the budget is given back when the request is done."""
+        if self.in_flight >= self.config.queue_size:
+            raise ApiError(503, "the server is busy (its queue of requests is full); retry shortly",
+                           {"Retry-After": "1"})
+        self.in_flight += 1
+        images = RequestImages(self)
+        try:
+            yield images
+        finally:
+            self.in_flight -= 1
+            images.close()
+
+    def _decode(self, label: str, data: bytes) -> Upload:
+        reserved = 0
+
+        def reserve(n: int) -> None:
+            nonlocal reserved
+            self.budget.reserve(n)
+            reserved = n
+
+        try:
+            out = load_image_reduced(data, label, self.config.work_side, self.config.max_pixels, reserve)
+        except BaseException:
+            self.budget.release(reserved)
+            raise
+        finally:
+            if reserved > TRIM_ABOVE:
+                give_back_memory()
+        held = min(reserved, out.image.nbytes)
+        self.budget.release(reserved - held)
+        return Upload(label, out.image, out.scale, out.sha256, held)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-async def read_images(files: list[UploadFile], field: str, config: ServiceConfig) -> list[Upload]:
-    """Every file of a multipart field, read and decoded; the first bad one raises (nothing is stored)."""
-    if not files:
-        raise ApiError(422, f"malformed request: no files in the multipart field '{field}'")
-    if len(files) > config.max_files:
-        raise ApiError(413, f"too many files ({len(files)}; the limit is {config.max_files} per request)")
-    out = []
-    for i, f in enumerate(files):
-        if not hasattr(f, "read"):
-            raise ApiError(422, f"malformed request: field '{field}' must be a file upload")
-        label, data = await read_upload(f, f"{field}{i + 1}", config)
-        out.append(await decode(label, data, config))
-    return out
+class RequestImages:
+    """The uploads one request decoded: their budget is held until the request ends, also for a decode that
+    finishes after its client went away."""
 
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+        self._held = 0
+        self._closed = False
+        self._lock = threading.Lock()
 
-# -- thumbnails ---------------------------------------------------------------------------------------
-
-SIZE = 128
-"""Longest side of a thumbnail, pixels."""
-
-
-def parse_box(box: object) -> list[float] | None:
-    """A stored box (``"x1,y1,x2,y2"`` text, a list, or None) as four floats."""
-    if box is None or box == "":
-        return None
-    try:
-        values = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
-    except (TypeError, ValueError):
-        return None
-    return values if len(values) == 4 else None
-
-
-def face_crop(rgb: np.ndarray, box: Sequence[float] | None, margin: float = 0.25, size: int = SIZE) -> np.ndarray:
-    """The face (with ``margin`` of its size around it; the image centre without a box), at most ``size``
-    pixels on its longer side, as BGR for OpenCV."""
-    h, w = rgb.shape[:2]
-    if box is None:
-        side = min(h, w)
-        x1, y1, x2, y2 = (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
-    else:
-        x1, y1, x2, y2 = box
-        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-        x1, y1, x2, y2 = x1 - mx, y1 - my, x2 + mx, y2 + my
-    x1, y1 = max(0, int(x1)), max(0, int(y1))
-    x2, y2 = min(w, max(x1 + 1, int(round(x2)))), min(h, max(y1 + 1, int(round(y2))))
-    crop = rgb[y1:y2, x1:x2]
-    scale = size / max(crop.shape[:2])
-    if scale < 1:
-        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
-
-
-def jpeg(bgr: np.ndarray, quality: int = 85) -> bytes:
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-class Thumbnails:
-    def __init__(self, gallery_path: Path | str):
-        from ..gallery import is_database_url
-
-        if is_database_url(gallery_path):  # a database gallery: kept in the user data dir, one folder per URL
-            from platformdirs import user_data_dir
-
-            key = hashlib.sha256(str(gallery_path).encode()).hexdigest()[:16]
-            self.dir = Path(user_data_dir("faceverify")) / f"postgres-{key}.faces"
+    def _settle(self, future: Future) -> None:
+        if future.cancelled() or future.exception() is not None:
             return
-        gallery_path = Path(gallery_path)
-        self.dir = gallery_path.with_name(gallery_path.name + ".faces")
+        with self._lock:
+            if not self._closed:
+                self._held += future.result().held
+                return
+        self.decoder.budget.release(future.result().held)
 
-    def _path(self, sha256: str, box: object) -> Path:
-        parsed = parse_box(box)
-        key = "none" if parsed is None else "-".join(str(int(round(v))) for v in parsed)
-        return self.dir / f"{sha256[:64]}-{key}.jpg"
+    def close(self) -> None:
+        with self._lock:
+            self._closed, held, self._held = True, self._held, 0
+        self.decoder.budget.release(held)
 
-    def save(self, rgb: np.ndarray, sha256: str, box: Sequence[float] | None) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self._path(sha256, box), jpeg(face_crop(rgb, box)))
+    async def decode(self, label: str, data: bytes) -> Upload:
+        future = self.decoder._pool.submit(self.decoder._decode, label, data)
+        future.add_done_callback(self._settle)
+        return await asyncio.wrap_future(future)
 
-    def find(self, rows: list[dict]) -> bytes | None:
-        """A thumbnail for an identity whose stored embeddings are ``rows`` (``Gallery.embeddings_of``)."""
-        for r in rows:
-            path = self._path(r["source_sha256"], r["box"])
-            if path.is_file():
-                return path.read_bytes()
-        for r in rows:
-            source = Path(r["source"])
-            if source.is_file():
-                try:
-                    return jpeg(face_crop(load_image(source), parse_box(r["box"])))
-                except (BadInputError, ValueError):
-                    continue
-        return None
-
-    def remove(self, rows: list[dict]) -> None:
-        for r in rows:
-            self._path(r["source_sha256"], r["box"]).unlink(missing_ok=True)
+    async def read(self, files: list[UploadFile], field: str) -> list[Upload]:
+        """Every file of a multipart field, read and decoded; the first bad one raises (nothing is stored)."""
+        config = self.decoder.config
+        if not files:
+            raise ApiError(422, f"malformed request: no files in the multipart field '{field}'")
+        if len(files) > config.max_files:
+            raise ApiError(413, f"too many files ({len(files)}; the limit is {config.max_files} per request)")
+        out = []
+        for i, f in enumerate(files):
+            label, data = await read_upload(f, f"{field}{i + 1}", config)
+            out.append(await self.decode(label, data))
+        return out

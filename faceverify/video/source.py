@@ -17,15 +17,33 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 DEFAULT_FPS = 25.0
+MAX_CAMERA = 63
+"""Largest camera index opened (Linux numbers video devices from 0; far larger ones are typing mistakes)."""
+STREAM_TIMEOUT = 5.0
+"""Seconds a URL source has to open, and then to send each frame, before it counts as lost."""
 
 
-def _parse_source(source: str | int) -> tuple[str, str | int, bool]:
-    """(label for messages, what cv2.VideoCapture opens, whether it is live)."""
+def display_url(url: str) -> str:
+    """A URL (or a video source) without its user:password part, for lists and messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{slash}{path}"
+
+
+def parse_source(source: str | int) -> tuple[str, str | int, bool]:
+    """(label for messages, what cv2.VideoCapture opens, whether it is live); a URL's label hides its
+    password."""
     if isinstance(source, int) or str(source).isdigit():
-        return f"camera {int(source)}", int(source), True
+        text = str(source)
+        if len(text) > 3 or int(text) > MAX_CAMERA:
+            raise BadInputError(f"camera {text[:12]}{'...' if len(text) > 12 else ''}",
+                                f"no such camera (indexes run from 0 to {MAX_CAMERA})")
+        return f"camera {int(text)}", int(text), True
     text = str(source)
     if "://" in text:
-        return text, text, True
+        return display_url(text), text, True
     path = Path(text)
     if not path.exists():
         raise BadInputError(path, "no such file")
@@ -44,8 +62,13 @@ class FrameSource:
     """
 
     def __init__(self, source: str | int, realtime: bool = False):
-        self.label, target, self.live = _parse_source(source)
-        cap = cv2.VideoCapture(target)
+        self.label, target, self.live = parse_source(source)
+        if isinstance(target, str) and "://" in target:  # FFmpeg gives up on a silent server instead of waiting
+            ms = int(STREAM_TIMEOUT * 1000)
+            cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(target)
         if not cap.isOpened():
             cap.release()
             raise BadInputError(self.label, self._open_failure())
@@ -73,7 +96,8 @@ class FrameSource:
         if self.label.startswith("camera "):
             return "cannot open this camera (no such device, it is busy, or access is denied)"
         if self.live:
-            return "cannot open this stream (unreachable, or a protocol or codec OpenCV cannot read)"
+            return (f"cannot open this stream (unreachable, no answer within {STREAM_TIMEOUT:g} s, or a protocol "
+                    "or codec OpenCV cannot read)")
         return "cannot open as a video (not a video file, corrupt, or a codec OpenCV cannot read)"
 
     def _reader(self) -> None:
