@@ -223,7 +223,7 @@ import json, sys
 from fastapi.testclient import TestClient
 from faceverify.service import ServiceConfig, create_app
 a, b, gallery = sys.argv[1:4]
-with TestClient(create_app(ServiceConfig(gallery=gallery))) as client:
+with TestClient(create_app(ServiceConfig(gallery=gallery)), base_url="http://127.0.0.1") as client:
     added = client.post("/v1/identities/Colin/faces", files=[("images", ("a.jpg", open(a, "rb").read()))])
     found = client.post("/v1/identify", files=[("image", ("b.jpg", open(b, "rb").read()))])
 heavy = sorted(m for m in ("torch", "torchvision", "facenet_pytorch") if m in sys.modules)

@@ -268,7 +268,8 @@ def test_ctrl_c_ends_cleanly_with_a_summary(scene, verifier):
 @pytest.mark.parametrize("source, reason", [
     ("missing.mp4", "no such file"),
     ("not-a-video.mp4", "cannot open as a video"),
-    ("97", "cannot open this camera"),
+    ("42", "cannot open this camera"),
+    ("97", "no such camera (indexes run from 0 to 63)"),
 ])
 def test_bad_source_is_one_line_and_exit_2(scene, verifier, capsys, monkeypatch, source, reason):
     monkeypatch.setattr(cli_core, "_verifier", lambda *args, **kwargs: verifier)
