@@ -83,7 +83,7 @@ def foreign_request(config: ServiceConfig, method: str, path: str, headers: dict
             shown = "".join(ch for ch in host[:80] if ch.isprintable())
             return 421, (f"this server does not answer for Host '{shown}' (without an API key it answers only "
                          "for its own address and localhost; start it with --allow-host NAME to add a name)")
-    if changes_nothing(method, path) and method != "POST":
+    if method in READ_METHODS:  # reads (a cross-site page cannot read the answer); posts are checked, as writes
         return None
     site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
     if site in ("cross-site", "same-site"):

@@ -43,7 +43,7 @@ class MemoryBudget:
 
     def __init__(self, limit: int, wait: float = 30.0):
         self.limit, self.wait = limit, wait
-        self.used = self.peak = 0
+        self.used = 0
         self._cond = threading.Condition()
 
     def reserve(self, n: int) -> None:
@@ -56,7 +56,6 @@ class MemoryBudget:
                                    {"Retry-After": "2"})
                 self._cond.wait(left)
             self.used += n
-            self.peak = max(self.peak, self.used)
 
     def release(self, n: int) -> None:
         with self._cond:
@@ -112,8 +111,6 @@ def label_of(filename: str | None, fallback: str) -> str:
 
 async def read_upload(file: UploadFile, fallback: str, config: ServiceConfig) -> tuple[str, bytes]:
     """(label, bytes) of one uploaded file, refusing one over the per-image byte cap (413) or empty (400)."""
-    if not hasattr(file, "read"):
-        raise ApiError(422, f"malformed request: field '{fallback.rstrip('0123456789')}' must be a file upload")
     label = label_of(file.filename, fallback)
     data = await file.read(config.max_image_bytes + 1)
     if len(data) > config.max_image_bytes:
@@ -209,6 +206,8 @@ class RequestImages:
             raise ApiError(413, f"too many files ({len(files)}; the limit is {config.max_files} per request)")
         out = []
         for i, f in enumerate(files):
+            if not hasattr(f, "read"):
+                raise ApiError(422, f"malformed request: field '{field}' must be a file upload")
             label, data = await read_upload(f, f"{field}{i + 1}", config)
             out.append(await self.decode(label, data))
         return out
