@@ -19,6 +19,7 @@ from .images import list_images
 from .decision import (
     DEFAULT_FPIR, DEFAULT_MATCH, OperatingPoint, check_match, cosine, decide, identification_point, operating_point,
 )
+from .liveness import Liveness
 from .modelcard import ModelCard
 from .pipeline import FaceEmbedding, FacePipeline
 from .quality import FaceQuality
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class VerifyResult:
-    """Outcome of comparing two images (the best-matching pair of their chosen faces)."""
+    """Outcome of comparing two images (the best-matching pair of their chosen faces); with liveness judged,
+    ``liveness`` is image B's face's (the probe's: A is the reference photo), and a face not live is not the same."""
 
     same: bool
     similarity: float
@@ -39,9 +41,11 @@ class VerifyResult:
     model: str
     boxes: tuple[list[float] | None, list[float] | None]
     calibrated_front_end: bool = True
+    liveness: Liveness | None = None
 
     def to_dict(self) -> dict:
         return dict(
+            **({} if self.liveness is None else dict(liveness=self.liveness.to_dict())),
             same=self.same,
             similarity=round(self.similarity, 6),
             threshold=round(self.threshold, 6),
@@ -56,7 +60,8 @@ class VerifyResult:
 @dataclass
 class FaceIdentity:
     """One face in a probe image: its identity (None = unknown), score, the runner-up, and the face's quality
-    with the reason the enrolment gate would refuse it (None: it would pass)."""
+    with the reason the enrolment gate would refuse it (None: it would pass), and its liveness when judged (a
+    face not live is never named, nor its nearest identity given)."""
 
     name: str | None
     score: float
@@ -64,9 +69,12 @@ class FaceIdentity:
     nearest: str | None
     quality: FaceQuality | None = None
     refusal: str | None = None
+    liveness: Liveness | None = None
 
     def to_dict(self) -> dict:
         out = dict(name=self.name, score=round(self.score, 6), box=self.box, nearest=self.nearest)
+        if self.liveness is not None:
+            out["liveness"] = self.liveness.to_dict()
         if self.quality is not None:
             out["quality"] = dict(self.quality.to_dict(), enrollable=self.refusal is None, refusal=self.refusal)
         return out
@@ -211,8 +219,9 @@ class FaceVerifier:
         pairs = ((fa, fb) for fa in faces_a for fb in faces_b)
         fa, fb = max(pairs, key=lambda p: cosine(p[0].embedding, p[1].embedding))  # first of equals, as before
         verdict = decide(fa.embedding, fb.embedding, point)
-        return VerifyResult(verdict.same, verdict.similarity, verdict.threshold, verdict.far, self.card.name, (fa.box, fb.box),
-                            self.pipeline.calibrated_front_end)
+        live = fb.liveness is None or fb.liveness.live
+        return VerifyResult(verdict.same and live, verdict.similarity, verdict.threshold, verdict.far, self.card.name,
+                            (fa.box, fb.box), self.pipeline.calibrated_front_end, fb.liveness)
 
     # -- enroll ------------------------------------------------------------------------------------------
 
@@ -391,10 +400,11 @@ class FaceVerifier:
 
     def face_identities(self, faces: Sequence[FaceEmbedding], decisions: Sequence[tuple[str | None, float, str | None]]
                         ) -> list[FaceIdentity]:
-        """Each face with its decision (from :meth:`identify_embeddings`), its quality and the gate's verdict."""
-        return [FaceIdentity(n, s, f.box, near, f.quality,
-                             None if f.quality is None else self.quality_limits.refusal(f.quality))
-                for f, (n, s, near) in zip(faces, decisions)]
+        """Each face with its decision (from :meth:`identify_embeddings`; none for a face judged not live), its
+        quality and the gate's verdict."""
+        return [FaceIdentity(*((n, s, f.box, near) if f.liveness is None or f.liveness.live else (None, s, f.box, None)),
+                             f.quality, None if f.quality is None else self.quality_limits.refusal(f.quality),
+                             f.liveness) for f, (n, s, near) in zip(faces, decisions)]
 
 
 def _same_location(path: object, target: str | Path) -> bool:

@@ -15,6 +15,7 @@ from .detect import (AnyDetector, Detector, Face, FaceChoice, OnnxMtcnnDetector,
 from .embed import AnyEmbedder, load_embedder
 from .errors import BadInputError, NoFaceError
 from .images import MAX_PIXELS, load_image_hashed
+from .liveness import Liveness, LivenessChecker
 from .modelcard import ModelCard, detector_kind
 from .quality import FaceQuality, measure_face
 
@@ -37,12 +38,14 @@ def warn_uncalibrated(card: ModelCard, detector: str) -> None:
 @dataclass
 class FaceEmbedding:
     """A face found in an image (``face`` is None for a centre-crop fallback), its embedding, when asked for the
-    crop kept for re-alignment, and its quality (None for a fallback)."""
+    crop kept for re-alignment, its quality (None for a fallback) and, when the pipeline judges liveness, the
+    verdict (a fallback is never live)."""
 
     face: Face | None
     embedding: np.ndarray
     crop: FaceCrop | None = None
     quality: FaceQuality | None = None
+    liveness: Liveness | None = None
 
     @property
     def box(self) -> list[float] | None:
@@ -67,7 +70,7 @@ class FacePipeline:
     installed, torch and MTCNN otherwise (see embed.choose_backend, detect.choose_detector); ``threads`` caps
     the runtimes' threads; ``score_threshold`` None is the detector's own default. ``flip``: each face is
     embedded with its mirror image and the two averaged (twice the network's work; the cards are calibrated
-    without it).
+    without it). ``liveness``: every chosen face is also judged live or not (:class:`LivenessChecker`).
     """
 
     def __init__(
@@ -82,9 +85,10 @@ class FacePipeline:
         backend: str | None = None,
         threads: int | None = None,
         flip: bool = False,
+        liveness: LivenessChecker | None = None,
     ):
         self.embedder = embedder or load_embedder(model, device, backend, threads)
-        self.flip, self.threads = flip, threads
+        self.flip, self.threads, self.liveness = flip, threads, liveness
         chosen = detector is not None
         if detector is None or isinstance(detector, str):
             detector = make_detector(detector, self.embedder.device, min_face_size, score_threshold, threads)
@@ -194,11 +198,19 @@ class FacePipeline:
         out: list[list[FaceEmbedding]] = []
         k = 0
         for image, faces, picked in zip(images, detections, chosen):
+            live = self.judge(image, picked)
             out.append([FaceEmbedding(f, vectors[k + j], self.keep(image, f) if keep_faces else None,
-                                      None if f is None else measure_face(image, f, faces, self.detector_kind))
-                        for j, f in enumerate(picked)])
+                                      None if f is None else measure_face(image, f, faces, self.detector_kind),
+                                      live[j]) for j, f in enumerate(picked)])
             k += len(picked)
         return out
+
+    def judge(self, image: np.ndarray, faces: Sequence[Face | None]) -> list[Liveness | None]:
+        """Liveness of each face of an RGB image (None for all without a checker; a fallback is not live)."""
+        if self.liveness is None:
+            return [None] * len(faces)
+        found = iter(self.liveness.judge(image, [f for f in faces if f is not None]))
+        return [next(found) if f is not None else Liveness(False, None, reason="no face detected") for f in faces]
 
     def measure(self, image: np.ndarray, face: FaceChoice = "largest") -> list[tuple[Face, FaceQuality]]:
         """The chosen faces of one RGB image with their quality, as :meth:`process_images` finds and measures

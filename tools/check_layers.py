@@ -21,7 +21,7 @@ MAX_MODULES = 12
 LAYERS = [
     ("errors", "_util", "configs"),
     ("images", "modelcard", "networks", "mtcnn", "yunet"),
-    ("detect", "align", "embed", "quality"),
+    ("detect", "align", "embed", "quality", "liveness"),
     ("pipeline", "decision", "gallery"),
     ("api", "eval", "metrics"),
     ("video", "train", "adapt"),

@@ -4,7 +4,7 @@ Exit codes: 0 success (verify: same person), 1 verify: different people, 2 error
 3 partial: some inputs failed and were reported, the rest were processed.
 
 The app, exit codes, shared options, error line and progress bar live in :mod:`.options`; the commands in
-:mod:`.core` (verify, enroll, identify, gallery, models, calibrate), :mod:`.reembed` (gallery reembed),
+:mod:`.core` (verify, enroll, identify, gallery, models, calibrate), :mod:`.liveness`, :mod:`.reembed` (gallery reembed),
 :mod:`.demo`, :mod:`.evaluate` and :mod:`.train` register themselves on the app when imported below. Nothing here
 imports torch.
 """
@@ -20,7 +20,7 @@ import typer
 from ..errors import FaceverifyError
 from ..errors import extra_for_module, missing_message
 from .options import EXIT_DIFFERENT, EXIT_ERROR, EXIT_PARTIAL, app, err
-from . import core, reembed, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
+from . import core, liveness, reembed, demo, evaluate, train, serve  # noqa: F401  (register the commands, in --help order)
 
 __all__ = ["EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_PARTIAL", "app", "main", "run"]
 

@@ -26,6 +26,8 @@ from .options import (
     FlipOpt,
     GalleryOpt,
     JsonOpt,
+    LivenessOpt,
+    LivenessThresholdOpt,
     MatchChoiceOpt,
     MatchOpt,
     ModelOpt,
@@ -46,18 +48,29 @@ gallery_app = typer.Typer(no_args_is_help=True, help="Inspect and edit the galle
 def _verifier(
     model: Optional[str], device: Optional[str], backend: Optional[BackendOpt] = None,
     detector: Optional[DetectorOpt] = None, threads: Optional[int] = None, flip: bool = False,
-    gallery: Optional[str] = None, uses_gallery: bool = False,
+    gallery: Optional[str] = None, uses_gallery: bool = False, liveness: bool = False,
+    liveness_threshold: Optional[float] = None,
 ) -> FaceVerifier:
-    """The verifier for a command; one that ``uses_gallery`` without ``--model`` takes the model (and flip
-    fusion) the existing gallery was enrolled with, so a changed default never locks a gallery out."""
+    """The verifier for a command (``liveness``: judging every face); one that ``uses_gallery`` without ``--model``
+    takes the model and flip fusion the gallery was enrolled with, so a changed default never locks it out."""
     from ..api import FaceVerifier, gallery_model
+    from ..liveness import LivenessChecker
+
+    if liveness_threshold is not None and not liveness:
+        raise FaceverifyError("--liveness-threshold goes with --liveness")
+    checker = LivenessChecker.load(liveness_threshold, threads) if liveness else None
 
     if model is None and uses_gallery:
         stored = gallery_model(gallery)
         if stored is not None:
             model, flip = stored[0], flip or stored[1]
     return FaceVerifier(model, device, backend=backend and backend.value, detector=detector and detector.value,
-                        threads=threads, flip=flip)
+                        threads=threads, flip=flip, liveness=checker)
+
+
+def _live_text(live) -> str:
+    """``live 0.9871`` / ``spoof 0.0213`` / ``not judged (reason)`` for a Liveness."""
+    return f"not judged ({live.reason})" if live.score is None else f"{'live' if live.live else 'spoof'} {live.score:.4f}"
 
 
 def _far_text(far: Optional[float]) -> str:
@@ -78,13 +91,19 @@ def verify(
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
     flip: bool = FlipOpt,
+    liveness: bool = LivenessOpt,
+    liveness_threshold: Optional[float] = LivenessThresholdOpt,
 ) -> None:
-    """Are two images the same person? Exit 0 = same, 1 = different, 2 = error."""
-    result = _verifier(model, device, backend, detector, threads, flip).verify(image_a, image_b, far, threshold, face.value)
+    """Are two images the same person? Exit 0 = same, 1 = different (or B not live), 2 = error."""
+    fv = _verifier(model, device, backend, detector, threads, flip, liveness=liveness,
+                   liveness_threshold=liveness_threshold)
+    result = fv.verify(image_a, image_b, far, threshold, face.value)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:
-        verdict = "same person" if result.same else "different people"
+        spoof = result.liveness is not None and not result.liveness.live
+        verdict = f"not live ({image_b}: {_live_text(result.liveness)})" if spoof else \
+            "same person" if result.same else "different people"
         typer.echo(
             f"{verdict}: similarity {result.similarity:.4f}, threshold {result.threshold:.4f} "
             f"({_far_text(result.far)}, model {result.model})"
@@ -180,16 +199,19 @@ def identify(
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = ThreadsOpt,
     flip: bool = FlipOpt,
+    liveness: bool = LivenessOpt,
+    liveness_threshold: Optional[float] = LivenessThresholdOpt,
 ) -> None:
     """Name each face against the gallery, or `unknown` below the calibrated threshold. With --source, follow
-    each person in a camera, video file or stream and name them once confident; Ctrl-C ends it cleanly."""
+    each person in a camera, video file or stream and name them once confident (with --liveness: once judged
+    live over the track's frames); Ctrl-C ends it cleanly."""
     if source is not None and inputs:
         raise FaceverifyError("give images or --source, not both")
     if source is None and not inputs:
         raise FaceverifyError("give images or directories to identify, or --source for a camera or video")
     if source is None and (show or output is not None or realtime):
         raise FaceverifyError("--show, --output and --realtime go with --source")
-    fv = _verifier(model, device, backend, detector, threads, flip, gallery, uses_gallery=True)
+    fv = _verifier(model, device, backend, detector, threads, flip, gallery, True, liveness, liveness_threshold)
     from ..gallery import gallery_exists, gallery_location
 
     store_path = gallery_location(gallery)
@@ -223,6 +245,9 @@ def identify(
                 continue
             for f in result.faces:
                 label = f.name if f.name is not None else f"unknown (nearest {f.nearest})"
+                if f.liveness is not None:
+                    label = label if f.liveness.live else "not live"
+                    label += f" [{_live_text(f.liveness)}]"
                 box = ",".join(f"{v:.0f}" for v in f.box) if f.box else "-"
                 typer.echo(f"{result.image}\t{label}\t{f.score:.4f}\t{box}")
     if failed:

@@ -105,6 +105,10 @@ DetectorChoiceOpt = typer.Option(None, "--detector", help="Face detector (defaul
                                  "with MTCNN's landmarks; --device cuda: mtcnn). yunet: YuNet's own landmarks; "
                                  "mtcnn: facenet-pytorch's (torch); mtcnn-onnx: the same cascade and weights on ONNX "
                                  "Runtime (CPU, no torch).")
+LivenessOpt = typer.Option(False, "--liveness", help="Judge each face live or a presentation attack (a print, a "
+                           "screen; MiniFASNet): a face judged not live is never named (verify: image B, the probe).")
+LivenessThresholdOpt = typer.Option(None, "--liveness-threshold", help="Live when the live probability reaches "
+                                    "this (default: when live is the most probable class, the authors' rule).")
 ThreadsOpt = typer.Option(1, "--threads", min=1, max=256, help="CPU threads for the detector and the network "
                           "(default 1: small jobs on shared machines run fastest so).")
 
