@@ -44,8 +44,7 @@ class VerifyResult:
     liveness: Liveness | None = None
 
     def to_dict(self) -> dict:
-        return dict(
-            **({} if self.liveness is None else dict(liveness=self.liveness.to_dict())),
+        out = dict(
             same=self.same,
             similarity=round(self.similarity, 6),
             threshold=round(self.threshold, 6),
@@ -55,6 +54,9 @@ class VerifyResult:
             box_b=self.boxes[1],
             calibrated_front_end=self.calibrated_front_end,
         )
+        if self.liveness is not None:
+            out["liveness"] = self.liveness.to_dict()
+        return out
 
 
 @dataclass

@@ -36,6 +36,7 @@ import torch
 from faceverify._util import onnx_session, sha256_bytes, sha256_file, write_atomic
 from faceverify.images import load_image
 from faceverify.liveness import LivenessCard, LivenessChecker
+from faceverify.liveness.checker import softmax
 from faceverify.liveness.crop import context_crop
 from faceverify.modelcard import shipped_models_dir
 from faceverify.networks.minifasnet import minifasnet_from_state
@@ -63,11 +64,6 @@ MEASURED = dict(
     apcer=0.147, bpcer=0.063, acer=0.105, auc=0.941,
     source="../shared/weights/README.md (measured by the session that filed issue 33)",
 )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def sample_crops(weights: Path, reference: dict, scale: float) -> tuple[list[str], np.ndarray]:
@@ -133,11 +129,9 @@ def runtime_check(weights: Path, reference: dict) -> dict:
     record: dict = dict(samples={})
     for name in sorted(reference):
         image, box = load_image(weights / name), reference[name]["bbox_xywh"]
-        gaps = {}
-        for net, session, inp in zip(checker.card.networks, checker._sessions, checker._inputs):
-            crop = context_crop(image, box, net["scale"], net["input_size"])[None, ..., ::-1].transpose(0, 3, 1, 2)
-            got = softmax(session.run(None, {inp: np.ascontiguousarray(crop, np.float32)})[0])[0]
-            gaps[net["model"]] = float(np.abs(got - reference[name][net["source_file"]]).max())
+        per_network = checker.per_network(image, [box])
+        gaps = {net["model"]: float(np.abs(p[0] - reference[name][net["source_file"]]).max())
+                for net, p in zip(checker.card.networks, per_network)}
         verdict = checker.verdict(checker.probabilities(image, [box])[0])
         if max(gaps.values()) > REFERENCE_TOLERANCE or verdict.live != name.startswith("image_T"):
             raise SystemExit(f"error: {name}: the installed networks do not reproduce the reference ({gaps}, "
@@ -145,10 +139,6 @@ def runtime_check(weights: Path, reference: dict) -> dict:
         record["samples"][name] = dict(box_xywh=box, max_abs_gap=gaps, live=verdict.live,
                                        score=round(verdict.score, 6))
     return record
-
-
-def liveness_dir(models: Path) -> Path:
-    return models / "liveness"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     # stage in a temporary models folder, check the runtime path there, then move into place
     with tempfile.TemporaryDirectory() as tmp:
-        staged = liveness_dir(Path(tmp))
+        staged = Path(tmp) / "liveness"
         staged.mkdir()
         for file, data in files.items():
             (staged / file).write_bytes(data)
         card.save(staged / "minifasnet.json")
         os.environ["FACEVERIFY_MODELS"] = tmp  # the first model folder: the checker reads the staged card
         card.parity["runtime"] = runtime_check(args.weights, reference)
-        target = liveness_dir(args.out)
+        target = args.out / "liveness"
         target.mkdir(parents=True, exist_ok=True)
         for file, data in files.items():
             write_atomic(target / file, data)

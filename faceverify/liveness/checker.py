@@ -73,6 +73,12 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, in float64."""
+    e = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def liveness_card_path(name: str = CARD_NAME) -> Path:
     """``liveness/<name>.json`` in the first model folder that has one (else where the shipped one belongs)."""
     for folder in model_folders():
@@ -130,19 +136,21 @@ class LivenessChecker:
                 raise ModelError(f"{file}: liveness network does not match the sha256 recorded in {path.name}")
         return cls(card, models, threshold, threads)
 
-    def probabilities(self, image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> np.ndarray:
-        """N x classes: the networks' softmax outputs averaged, for face boxes (x, y, w, h) in an RGB image."""
-        total = np.zeros((len(boxes_xywh), len(self.card.classes)), np.float64)
-        if not len(boxes_xywh):
-            return total
+    def per_network(self, image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """Each network's softmax (N x classes, in the card's order) for face boxes (x, y, w, h) in an RGB image."""
+        out = []
         for net, session, name in zip(self.card.networks, self._sessions, self._inputs):
             crops = np.stack([context_crop(image, b, float(net["scale"]), int(net["input_size"]))
                               for b in boxes_xywh])
             x = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32)  # RGB -> BGR, CHW, 0..255
-            logits = session.run(None, {name: x})[0].astype(np.float64)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            total += e / e.sum(axis=1, keepdims=True)
-        return total / len(self._sessions)
+            out.append(softmax(session.run(None, {name: x})[0]))
+        return out
+
+    def probabilities(self, image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> np.ndarray:
+        """N x classes: the networks' softmax outputs averaged (the authors' fusion)."""
+        if not len(boxes_xywh):
+            return np.zeros((0, len(self.card.classes)), np.float64)
+        return np.mean(self.per_network(image, boxes_xywh), axis=0)
 
     def verdict(self, probabilities: np.ndarray) -> Liveness:
         """The verdict on averaged class probabilities (one face's, or a track's pooled)."""
