@@ -1,5 +1,6 @@
 """Liveness (issue 33): the shipped MiniFASNet pair against the reference implementation's outputs, the samples
-judged as labelled, the CLI's exit codes, a spoof never named, and faces the crop rule must cope with."""
+judged as labelled, the CLI's exit codes, a spoof never named (in stills and in video), and faces the crop rule
+must cope with."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from faceverify.errors import OperatingPointError
 from faceverify.images import load_image
 from faceverify.liveness import LivenessChecker
 from faceverify.liveness.crop import context_box
+from tools.video_synth import Actor, choose_cast, make_test_video
 
 SAMPLES = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
 
@@ -110,6 +112,40 @@ def test_a_spoof_is_never_named(samples, tmp_path, gallery_env, capsys):
     assert run(["verify", "--liveness", str(samples / "image_T1.jpg"), str(samples / "image_T1.jpg")]) == 0
     assert run(["verify", "--liveness-threshold", "0.5", str(samples / "image_T1.jpg"),
                 str(samples / "image_T1.jpg")]) == 2
+
+
+def test_a_print_or_screen_held_up_to_a_camera_is_never_named(samples, lfw_root, verifier, tmp_path, gallery_env,
+                                                              capsys):
+    """A generated video: the two spoof samples held up whole (a print, a phone screen) and moved through the
+    scene, their people enrolled from those very images, between an enrolled DevTest person and a stranger.
+    Without --liveness the attacks are named (so the test can fail); with it no frame names them, their tracks
+    end "spoof", the live enrolled person is still named, and every event and track carries the pooled score."""
+    actors, cast = choose_cast(lfw_root, enrolled=1, strangers=1, distractors=2, seed=7)
+    held = [Actor(name, samples / image, True, [samples / image], held_up=True)
+            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))]
+    cast.update({a.name: a.enroll_images for a in held})
+    video = tmp_path / "attack.mp4"
+    make_test_video([held[0], actors[0], held[1], actors[1]], video, seconds=6.0, seed=7,
+                    detector=verifier.pipeline.detector)
+    for name, paths in cast.items():
+        assert run(["enroll", name, *map(str, paths)]) == 0
+    capsys.readouterr()
+
+    def identify(*extra: str) -> tuple[list[dict], dict]:
+        assert run(["identify", "--source", str(video), "--json", *extra]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [r for r in rows if "status" in r and "ended" not in r], rows[-1]["summary"]
+
+    events, _ = identify()
+    assert {"poster", "tablet"} <= {e["name"] for e in events}  # the attack works when nothing judges liveness
+    events, summary = identify("--liveness")
+    assert {e["name"] for e in events} - {None} == {actors[0].name}
+    assert sum(t["status"] == "spoof" for t in summary["tracks"]) >= 2
+    assert all("liveness" in e for e in events) and all("liveness" in t for t in summary["tracks"])
+    named = [t for t in summary["tracks"] if t["name"] is not None]
+    assert named and all(t["liveness"]["live"] and t["liveness"]["score"] > 0.5 for t in named)
+    spoofs = [t for t in summary["tracks"] if t["status"] == "spoof"]
+    assert all(not t["liveness"]["live"] for t in spoofs)
 
 
 def test_importer_reproduces_the_shipped_networks(samples, tmp_path):

@@ -2,7 +2,7 @@
 singer on stage is named in both of his scenes, and no name is ever given where its person is not on screen (his
 pianist is seen in profile, the president in the audience, his face half behind his hand: naming them there is
 right, naming anyone elsewhere is not); on a street of strangers, with nine people enrolled, every face stays
-unknown."""
+unknown; and with liveness judged, every one of them is live."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def gallery(real_video, verifier, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def live_verifier():
+    """The default verifier judging liveness too."""
+    from faceverify.api import FaceVerifier
+    from faceverify.liveness import LivenessChecker
+
+    return FaceVerifier(device="cpu", liveness=LivenessChecker.load(threads=1))
+
+
 def _identify(verifier, gallery: Path, video: Path) -> tuple[list[dict], dict]:
     with verifier.open_gallery(gallery) as store:
         with VideoIdentifier(verifier, store).run(str(video)) as run:
@@ -57,3 +66,15 @@ def test_every_face_in_the_street_stays_unknown(verifier, gallery, real_video):
     assert {e["name"] for e in events} == {None}
     judged = [t for t in summary["tracks"] if t["status"] == "unknown"]
     assert len(judged) >= 3 and all(t["name"] is None for t in summary["tracks"])  # faces were seen and judged
+
+
+def test_real_people_are_judged_live(live_verifier, gallery, real_video):
+    """With liveness judged, real people on real footage are live: the singer is still named in both scenes,
+    and every track that had faces judged, on stage and in the street, is live."""
+    events, summary = _identify(live_verifier, gallery, real_video / STAGE)
+    named_at = [e["frame"] for e in events if e["name"] == SINGER]
+    assert any(f <= 20 for f in named_at) and any(85 <= f <= 215 for f in named_at), named_at
+    street_events, street = _identify(live_verifier, gallery, real_video / STREET)
+    assert {e["name"] for e in street_events} == {None}
+    judged = [t for t in summary["tracks"] + street["tracks"] if t["liveness"]["score"] is not None]
+    assert len(judged) >= 8 and all(t["liveness"]["live"] for t in judged), [t["liveness"] for t in judged]

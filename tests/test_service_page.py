@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import require_data
+from tests.conftest import REPO_ROOT, require_data
 from tests.servers import KEY, ProcessServer
 
 KNOWN_RGB = (60, 200, 60)  # faceverify.video.render's colour for a known face (BGR, the same in RGB)
@@ -231,3 +231,55 @@ def test_page_enrols_identifies_and_shows_a_live_stream(browser, tmp_path, servi
     finally:
         server.stop()
     assert KEY not in log.read_text()
+
+
+def test_page_and_streams_mark_faces_not_live(browser, tmp_path, verifier):
+    """`serve --liveness`: /v1/health says so; identify and verify answers carry each face's liveness; the page
+    marks a print "not live" (its own colour, no name) and still names the live face; a stream of prints and
+    screens held up to the camera never names them, and its tracks end "spoof"."""
+    from selenium.webdriver.common.by import By
+    from tests.servers import files, sse_events
+    from tools.video_synth import Actor, make_test_video
+
+    samples = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
+    if not (samples / "image_F1.jpg").is_file():
+        require_data(f"{samples}: the MiniFASNet samples are not here")
+    held = [Actor(name, samples / image, True, [samples / image], held_up=True)
+            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))]
+    video = tmp_path / "held-up.mp4"
+    make_test_video(held, video, seconds=4.0, seed=7, detector=verifier.pipeline.detector)
+    server = ProcessServer(tmp_path / "g.sqlite", tmp_path / "serve.log", "--liveness").wait_ready()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            assert c.get("/v1/health").json()["liveness"] is True
+            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"), ("person", "image_T1.jpg")):
+                assert c.post(f"/v1/identities/{name}/faces", files=files("images", [samples / image])).status_code == 200
+            answer = c.post("/v1/identify", files=files("image", [samples / "image_F1.jpg"])).json()
+            assert answer["faces"][0]["name"] is None and answer["faces"][0]["liveness"]["live"] is False
+            started = c.post("/v1/streams", json={"source": str(video), "realtime": False})
+            assert started.status_code == 201, started.text
+            events = sse_events(c, f"/v1/streams/{started.json()['id']}/events?since=0")
+        tracks = [e for e in events if "ended" not in e and "summary" not in e]
+        assert tracks and all("liveness" in e for e in tracks) and {e["name"] for e in tracks} == {None}
+        assert any(t["status"] == "spoof" for t in events[-1]["summary"]["tracks"])
+
+        d = browser
+        d.get(server.url + "/")
+        find = d.find_element
+        _wait(lambda: "identities" in find(By.ID, "health").text, what="the health line")
+        for image, expect in (("image_F1.jpg", "not live ("), ("image_T1.jpg", "person (")):
+            find(By.ID, "identify-file").send_keys(str((samples / image).resolve()))
+            find(By.ID, "identify-btn").click()
+            text = _wait(lambda: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#identify-result .face")
+                                  if e.text != "…"], what="the identify result")[0]
+            assert text.startswith(expect), text
+            box = _wait(lambda: d.find_elements(By.CSS_SELECTOR, "#identify-image .box"), what="the box")[0]
+            assert ("spoof" in box.get_attribute("class")) == (expect == "not live ("), box.get_attribute("class")
+            assert box.text == ("not live" if expect == "not live (" else "person")
+        assert "live " in text  # the live face's score is shown beside its name
+        find(By.ID, "verify-a").send_keys(str((samples / "image_F1.jpg").resolve()))
+        find(By.ID, "verify-b").send_keys(str((samples / "image_F1.jpg").resolve()))
+        find(By.ID, "verify-btn").click()
+        assert _wait(lambda: find(By.ID, "verify-result").text, what="the verify result").startswith("not live")
+    finally:
+        server.stop()

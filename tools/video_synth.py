@@ -27,12 +27,15 @@ MIN_VISIBLE = 0.5
 
 @dataclass
 class Actor:
-    """A person to put in the video: the still used, whether enrolled, and the images to enroll them from."""
+    """A person to put in the video: the still used, whether enrolled, and the images to enroll them from;
+    ``held_up``: the whole still moves through the scene (a printed photo or a phone screen held to the camera, a
+    presentation attack), not the head cut from it."""
 
     name: str
     image: Path
     enrolled: bool
     enroll_images: list[Path] = field(default_factory=list)
+    held_up: bool = False
 
 
 def choose_cast(
@@ -74,14 +77,18 @@ class Sprite:
     face: np.ndarray
 
 
-def sprite(path: Path, detector: Detector) -> Sprite:
+def sprite(path: Path, detector: Detector, held_up: bool = False) -> Sprite:
     """The head of the face nearest the still's centre, with any other face in the still masked out (so the
-    video holds no face missing from the ground truth)."""
+    video holds no face missing from the ground truth); ``held_up``: the whole still, hard-edged, as a print or
+    a screen shows it."""
     rgb = load_image(path)
     found = detector.detect_one(rgb)
     faces = select_faces(found, rgb.shape, "center")
     if not faces:
         raise NoFaceError(path)
+    if held_up:
+        h, w = rgb.shape[:2]
+        return Sprite(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.ones((h, w), np.float32), faces[0].box.astype(np.float64))
     x1, y1, x2, y2 = faces[0].box
     cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, 1.9 * max(x2 - x1, y2 - y1)
     ox, oy = int(round(cx - side / 2)), int(round(cy - side / 2))
@@ -161,7 +168,7 @@ def make_test_video(
     frames = int(round(seconds * fps))
     rng = np.random.default_rng(seed)
     lanes = min(3, len(actors))
-    sprites = [sprite(a.image, detector) for a in actors]
+    sprites = [sprite(a.image, detector, a.held_up) for a in actors]
     scene = background(width, height, rng)
     noise = [rng.normal(0, 2.5, (height, width, 3)).astype(np.float32) for _ in range(6)]
     plans = []
@@ -200,12 +207,12 @@ def make_test_video(
                 x, y, scale = place(p, f)
                 px, py, _ = place(p, max(f - 1, p["first"]))
                 fx1, fy1, fx2, fy2 = spr.face * scale
-                n = max(2, int(round(spr.tile.shape[0] * scale)))
+                nh, nw = (max(2, int(round(side * scale))) for side in spr.tile.shape[:2])
                 ox = int(round(x - (fx1 + fx2) / 2))
                 oy = int(round(y - (fy1 + fy2) / 2))
-                tile = motion_blur(cv2.resize(spr.tile, (n, n), interpolation=cv2.INTER_AREA), x - px, y - py)
-                alpha = cv2.resize(spr.alpha, (n, n), interpolation=cv2.INTER_LINEAR)[..., None]
-                x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + n, width), min(oy + n, height)
+                tile = motion_blur(cv2.resize(spr.tile, (nw, nh), interpolation=cv2.INTER_AREA), x - px, y - py)
+                alpha = cv2.resize(spr.alpha, (nw, nh), interpolation=cv2.INTER_LINEAR)[..., None]
+                x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + nw, width), min(oy + nh, height)
                 if x0 < x1 and y0 < y1:
                     region = canvas[y0:y1, x0:x1]
                     a = alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
@@ -223,7 +230,8 @@ def make_test_video(
             continue
         first, last = min(boxes), max(boxes)
         people.append(dict(
-            name=a.name, enrolled=a.enrolled, image=str(a.image), enroll_images=[str(p) for p in a.enroll_images],
+            name=a.name, enrolled=a.enrolled, held_up=a.held_up, image=str(a.image),
+            enroll_images=[str(p) for p in a.enroll_images],
             first_frame=first, last_frame=last, boxes={str(k): v for k, v in sorted(boxes.items())},
         ))
     truth = dict(video=Path(out).name, width=width, height=height, fps=fps, frames=frames, seed=seed, people=people,

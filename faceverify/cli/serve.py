@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .options import (BackendChoiceOpt, BackendOpt, DetectorChoiceOpt, DetectorOpt, DeviceOpt, GalleryOpt, ListOptions,
-                      ModelOpt, app)
+                      LivenessOpt, LivenessThresholdOpt, ModelOpt, app)
 
 
 @app.command(cls=ListOptions)
@@ -39,10 +39,13 @@ def serve(
     backend: Optional[BackendOpt] = BackendChoiceOpt,
     detector: Optional[DetectorOpt] = DetectorChoiceOpt,
     threads: int = typer.Option(1, "--threads", min=1, max=256, help="CPU threads for the detector and the network."),
+    liveness: bool = LivenessOpt,
+    liveness_threshold: Optional[float] = LivenessThresholdOpt,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level (critical, error, warning, info)."),
 ) -> None:
     """Serve the REST API (v1, OpenAPI page at /docs) and the web page (/) on one loaded model and the gallery
-    the CLI uses. Ctrl-C stops it."""
+    the CLI uses (with --liveness, a face judged not live is never named, in images and in streams). Ctrl-C
+    stops it."""
     from ..errors import require
     from ..gallery import gallery_location
 
@@ -59,8 +62,9 @@ def serve(
         queue_size=queue_size, batch_images=batch, keep_unknown=keep_unknown, webhooks=list(webhook or []),
     )
     config.check_listen()  # before the model loads
-    fv = _verifier(model, device, backend, detector, threads, gallery=gallery, uses_gallery=True)
+    fv = _verifier(model, device, backend, detector, threads, gallery=gallery, uses_gallery=True, liveness=liveness,
+                   liveness_threshold=liveness_threshold)
     fv.pipeline.max_pixels = max_pixels
     typer.echo(f"faceverify: serving {fv.card.name} on http://{host}:{port}/ (gallery {config.gallery}; "
-               f"{'key required' if config.secured else 'no key'})", err=True)
+               f"{'key required' if config.secured else 'no key'}{'; liveness judged' if liveness else ''})", err=True)
     run_service(config, fv, log_level=log_level)

@@ -79,6 +79,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def network_input(image: np.ndarray, boxes_xywh: Sequence[Sequence[float]], net: dict) -> np.ndarray:
+    """N x 3 x size x size float32: each face's crop by the card entry ``net``'s rule, BGR in 0..255 as the
+    networks were trained on."""
+    crops = np.stack([context_crop(image, b, float(net["scale"]), int(net["input_size"])) for b in boxes_xywh])
+    return np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32)
+
+
 def liveness_card_path(name: str = CARD_NAME) -> Path:
     """``liveness/<name>.json`` in the first model folder that has one (else where the shipped one belongs)."""
     for folder in model_folders():
@@ -138,13 +145,8 @@ class LivenessChecker:
 
     def per_network(self, image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> list[np.ndarray]:
         """Each network's softmax (N x classes, in the card's order) for face boxes (x, y, w, h) in an RGB image."""
-        out = []
-        for net, session, name in zip(self.card.networks, self._sessions, self._inputs):
-            crops = np.stack([context_crop(image, b, float(net["scale"]), int(net["input_size"]))
-                              for b in boxes_xywh])
-            x = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32)  # RGB -> BGR, CHW, 0..255
-            out.append(softmax(session.run(None, {name: x})[0]))
-        return out
+        return [softmax(session.run(None, {name: network_input(image, boxes_xywh, net)})[0])
+                for net, session, name in zip(self.card.networks, self._sessions, self._inputs)]
 
     def probabilities(self, image: np.ndarray, boxes_xywh: Sequence[Sequence[float]]) -> np.ndarray:
         """N x classes: the networks' softmax outputs averaged (the authors' fusion)."""
@@ -152,11 +154,13 @@ class LivenessChecker:
             return np.zeros((0, len(self.card.classes)), np.float64)
         return np.mean(self.per_network(image, boxes_xywh), axis=0)
 
-    def verdict(self, probabilities: np.ndarray) -> Liveness:
-        """The verdict on averaged class probabilities (one face's, or a track's pooled)."""
+    def verdict(self, probabilities: np.ndarray, threshold: float | None = None) -> Liveness:
+        """The verdict on averaged class probabilities (one face's, or a track's pooled): live when the live
+        probability reaches ``threshold``, else by the checker's rule."""
         p = [float(v) for v in probabilities]
         score = p[self.card.live_class]
-        live = score >= self.threshold if self.threshold is not None else int(np.argmax(p)) == self.card.live_class
+        threshold = self.threshold if threshold is None else threshold
+        live = score >= threshold if threshold is not None else int(np.argmax(p)) == self.card.live_class
         return Liveness(bool(live), score, tuple(round(v, 6) for v in p))
 
     def unjudged(self, face: Face) -> str | None:
@@ -168,9 +172,14 @@ class LivenessChecker:
             return f"face {min(w, h):.0f} px, below the {self.card.min_face} px liveness judges"
         return None
 
+    def face_probabilities(self, image: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray | None]:
+        """The averaged class probabilities of each face found in an RGB image (boxes in its pixels); None for a
+        face that cannot be judged (:meth:`unjudged`)."""
+        judged = [f for f in faces if self.unjudged(f) is None]
+        probs = iter(self.probabilities(image, [(*f.box[:2], *(f.box[2:] - f.box[:2])) for f in judged]))
+        return [next(probs) if self.unjudged(f) is None else None for f in faces]
+
     def judge(self, image: np.ndarray, faces: Sequence[Face]) -> list[Liveness]:
         """A verdict per face found in an RGB image (boxes in its pixels); faces too small are not live."""
-        reasons = [self.unjudged(f) for f in faces]
-        judged = [f for f, r in zip(faces, reasons) if r is None]
-        probs = iter(self.probabilities(image, [(*f.box[:2], *(f.box[2:] - f.box[:2])) for f in judged]))
-        return [self.verdict(next(probs)) if r is None else Liveness(False, None, reason=r) for r in reasons]
+        return [self.verdict(p) if p is not None else Liveness(False, None, reason=self.unjudged(f))
+                for f, p in zip(faces, self.face_probabilities(image, faces))]

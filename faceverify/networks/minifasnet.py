@@ -26,10 +26,7 @@ STAGES = (("conv_23", 2), ("conv_3", 1), ("conv_34", 2), ("conv_4", 1), ("conv_4
 
 
 class ConvUnit(nn.Module):
-    """Bias-free convolution, BatchNorm and (unless linear) PReLU, shaped by its weight tensor. The PReLU is
-    computed as max(x, a x), the same for every slope a <= 1 (those released are within -0.36..0.59, and
-    :func:`minifasnet_from_state` checks it): ONNX Runtime runs that pair of operators some ten times faster than
-    its PRelu."""
+    """Bias-free convolution, BatchNorm and (unless linear) PReLU, shaped by its weight tensor."""
 
     def __init__(self, weight_shape: torch.Size, stride: int = 1, linear: bool = False, padded: bool = True):
         super().__init__()
@@ -42,7 +39,33 @@ class ConvUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
-        return x if self.prelu is None else torch.maximum(x, x * self.prelu.weight.view(1, -1, 1, 1))
+        return x if self.prelu is None else self.prelu(x)
+
+
+class SplitPReLUConv(nn.Module):
+    """A :class:`ConvUnit` with PReLU as ONNX Runtime runs fastest: BatchNorm folded into the convolution y, and
+    PReLU(y) = a y + ReLU((1 - a) y), the same for every slope a <= 1, as two convolutions (weights scaled by a,
+    and by 1 - a with ReLU) whose outputs are added. Both stay in ONNX Runtime's blocked (NCHWc) layout, where the
+    ReLU and the sum fuse into the convolutions; its PRelu, or max(y, a y), would reorder the tensor to plain
+    NCHW and back around every activation."""
+
+    def __init__(self, unit: ConvUnit):
+        super().__init__()
+        conv, bn = unit.conv, unit.bn
+        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight, bias = conv.weight * gain.view(-1, 1, 1, 1), bn.bias - bn.running_mean * gain
+        slope = unit.prelu.weight
+
+        def scaled(by: torch.Tensor) -> nn.Conv2d:
+            out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            groups=conv.groups, bias=True)
+            out.weight.data, out.bias.data = (weight * by.view(-1, 1, 1, 1)).detach(), (bias * by).detach()
+            return out
+
+        self.linear, self.positive = scaled(slope), scaled(1 - slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + torch.relu(self.positive(x))
 
 
 class SqueezeExcite(nn.Module):
@@ -117,12 +140,48 @@ class MiniFASNet(nn.Module):
         return self.prob(self.bn(self.linear(x)))
 
 
+def pad_channels(state: dict[str, torch.Tensor], multiple: int = 16) -> dict[str, torch.Tensor]:
+    """The same network with each bottleneck's pruned width (103, 13, 231, ...) rounded up to ``multiple`` by
+    channels that are always zero: zero weights into them, BatchNorm mapping 0 to 0, zero weights out of them, so
+    every output is unchanged. ONNX Runtime's blocked (NCHWc) convolutions take only whole blocks of 8 or 16
+    channels; padded, they take every layer, the depthwise ones included."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    for prefix in {k.removesuffix(".conv_dw.conv.weight") for k in state if k.endswith(".conv_dw.conv.weight")}:
+        width = state[f"{prefix}.conv.conv.weight"].shape[0]
+        extra = -width % multiple
+        if not extra:
+            continue
+
+        def grown(t: torch.Tensor, value: float = 0.0, dim: int = 0) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[dim] = extra
+            return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim)
+
+        for unit in ("conv", "conv_dw"):
+            key = f"{prefix}.{unit}"
+            for name, value in (("conv.weight", 0.0), ("bn.weight", 0.0), ("bn.bias", 0.0), ("bn.running_mean", 0.0),
+                                ("bn.running_var", 1.0), ("prelu.weight", 0.0)):
+                state[f"{key}.{name}"] = grown(state[f"{key}.{name}"], value)
+        state[f"{prefix}.project.conv.weight"] = grown(state[f"{prefix}.project.conv.weight"], dim=1)
+    return state
+
+
+def runtime_form(network: nn.Module) -> nn.Module:
+    """``network`` (changed in place) with every PReLU unit as a :class:`SplitPReLUConv`: for export to ONNX."""
+    for name, child in network.named_children():
+        if isinstance(child, ConvUnit) and child.prelu is not None:
+            setattr(network, name, SplitPReLUConv(child))
+        else:
+            runtime_form(child)
+    return network
+
+
 def minifasnet_from_state(state: dict[str, torch.Tensor]) -> MiniFASNet:
     """The network the state dict describes (keys with or without the ``module.`` of a DataParallel save), with
-    its weights loaded strictly, in eval mode; ValueError for a PReLU slope above 1 (see :class:`ConvUnit`)."""
+    its weights loaded strictly, in eval mode; ValueError for a PReLU slope above 1 (see :class:`SplitPReLUConv`)."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if any(float(v.max()) > 1 for k, v in state.items() if k.endswith("prelu.weight")):
-        raise ValueError("a PReLU slope above 1: max(x, a x) would not be its PReLU")
+        raise ValueError("a PReLU slope above 1: a y + ReLU((1 - a) y) would not be its PReLU")
     network = MiniFASNet(state)
     network.load_state_dict(state, strict=True)
     return network.eval()

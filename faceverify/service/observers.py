@@ -1,12 +1,13 @@
 """What watches the streams' decisions besides their viewers: webhooks, and the unknown faces kept to name later.
 
-Webhooks: each decided track (named or unknown) and each track end is posted as JSON to every ``--webhook``
-URL, by one sender thread per URL with retries (exponential back-off) and a bounded queue; when a queue is full
-new events for that URL are dropped and counted rather than slowing the video (or the other URLs) down.
+Webhooks: each decided track (named, unknown, or with ``--liveness`` judged not live) and each track end is
+posted as JSON to every ``--webhook`` URL, by one sender thread per URL with retries (exponential back-off) and a
+bounded queue; when a queue is full new events for that URL are dropped and counted rather than slowing the video
+(or the other URLs) down.
 
 Unknown faces: with ``--keep-unknown N`` the service keeps, for each of the last N tracks that it could not
-name, the face crop with the largest face seen while the track was unknown; the page shows them, and naming one
-enrolls the crop (``POST /v1/unknown/{id}/enroll``).
+name, the face crop with the largest face seen while the track was unknown (forgotten once the track is named or
+judged not live); the page shows them, and naming one enrolls the crop (``POST /v1/unknown/{id}/enroll``).
 """
 
 from __future__ import annotations

@@ -72,10 +72,11 @@ def build_router(state: ServiceState) -> APIRouter:
     @router.get("/health")
     async def health() -> dict:
         """Open without a key (for monitors): the model, the gallery's name (not where it is), how many
-        identities it holds, and how many unknown faces the server keeps (``--keep-unknown``)."""
+        identities it holds, how many unknown faces the server keeps (``--keep-unknown``), and whether faces
+        are judged live (``--liveness``)."""
         n = await engine.gallery(len)
         return dict(status="ok", model=fv.card.name, gallery=gallery_name(config.gallery), identities=n,
-                    keep_unknown=config.keep_unknown)
+                    keep_unknown=config.keep_unknown, liveness=fv.pipeline.liveness is not None)
 
     async def faces_of(uploads: list[Upload], face: Face) -> list[list]:
         found = await engine.embed([u.image for u in uploads], face.value)

@@ -127,11 +127,11 @@ class Stream:
         for e in result.events:
             item = e.to_dict()
             self._push(item)
-            if e.changed and e.status in ("known", "unknown"):
+            if e.changed and e.status in ("known", "unknown", "spoof"):
                 hooks.post(dict(event="decided", stream=self.id, **item))
             if e.status == "unknown" and result.detected:
                 unknown.offer(self.id, e.track, result.image, e.box, e.time, e.score)
-            elif e.status == "known" and e.changed:
+            elif e.status in ("known", "spoof") and e.changed:  # named, or a print: not a face to name later
                 unknown.forget(self.id, e.track)
         for end in result.ended:
             item = end.to_dict()

@@ -1,10 +1,12 @@
-"""Who a track is: the embeddings it keeps (its best faces by quality), its own template, and its label."""
+"""Who a track is: the embeddings it keeps (its best faces by quality), its own template, its pooled liveness, and
+its label."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..decision import OperatingPoint
+from ..liveness import Liveness, LivenessChecker
 from .results import Status
 from .settings import VideoSettings
 
@@ -12,7 +14,9 @@ from .settings import VideoSettings
 class TrackIdentity:
     """The embeddings kept for one track, its template (their mean), and the label decided from it, with
     hysteresis. ``checking``: the track's continuity broke and its label is withheld until a fresh embedding of
-    its face matches the template again. ``margin``: the hysteresis in similarity (the model's scale)."""
+    its face matches the template again. ``margin``: the hysteresis in similarity (the model's scale). With
+    liveness judged, the class probabilities of the track's checked faces are pooled (their mean), and the track
+    is named only while the pool is live."""
 
     def __init__(self, settings: VideoSettings, margin: float):
         self.settings = settings
@@ -25,6 +29,8 @@ class TrackIdentity:
         self.checking = False
         self._candidate: str | None = None
         self._streak = 0
+        self._live_sum: np.ndarray | None = None
+        self.live_judged = 0
 
     @property
     def shown(self) -> tuple[Status, str | None]:
@@ -49,6 +55,26 @@ class TrackIdentity:
         self.samples.append((quality, vector))
         if len(self.samples) > self.settings.max_samples:
             self.samples.remove(min(self.samples, key=lambda qv: qv[0]))
+
+    def judged(self, probabilities: np.ndarray) -> None:
+        """Pool the liveness class probabilities of one more of the track's faces."""
+        self._live_sum = probabilities.copy() if self._live_sum is None else self._live_sum + probabilities
+        self.live_judged += 1
+
+    def liveness(self, checker: LivenessChecker) -> Liveness:
+        """The verdict on the pooled probabilities (not live while no face has been judged): live when the live
+        probability reaches the checker's threshold, or without one ``live_probability``."""
+        if self._live_sum is None:
+            return Liveness(False, None, reason="no face of the track judged yet")
+        threshold = checker.threshold if checker.threshold is not None else self.settings.live_probability
+        return checker.verdict(self._live_sum / self.live_judged, threshold)
+
+    def spoofed(self) -> bool:
+        """Take the pooled verdict "not live": no name for the rest of the track (a presentation attack does not
+        become a person by waiting for a lucky frame); True when the label changed."""
+        changed = self.status != "spoof"
+        self.name, self.status, self._candidate, self._streak = None, "spoof", None, 0
+        return changed
 
     def mean(self) -> np.ndarray:
         """Quality-weighted mean of the kept embeddings at least half as good as the best, re-normalised."""

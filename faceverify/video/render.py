@@ -11,7 +11,9 @@ from ..errors import FaceverifyError
 from .results import TrackEvent
 from .source import DEFAULT_FPS
 
-_COLOURS = {"known": (60, 200, 60), "unknown": (40, 40, 230), "pending": (0, 200, 255), "checking": (200, 160, 0)}
+_COLOURS = {"known": (60, 200, 60), "unknown": (40, 40, 230), "pending": (0, 200, 255), "checking": (200, 160, 0),
+            "spoof": (200, 0, 200)}
+_LABELS = {"unknown": "unknown", "pending": "...", "checking": "?", "spoof": "not live"}
 
 
 def draw_events(image: np.ndarray, events: list[TrackEvent]) -> np.ndarray:
@@ -21,7 +23,7 @@ def draw_events(image: np.ndarray, events: list[TrackEvent]) -> np.ndarray:
         colour = _COLOURS[e.status]
         x1, y1, x2, y2 = (int(round(v)) for v in e.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, 2)
-        label = {"known": e.name, "unknown": "unknown", "pending": "...", "checking": "?"}[e.status]
+        label = e.name if e.status == "known" else _LABELS[e.status]
         text = f"#{e.track} {label}" + ("" if e.score is None else f" {e.score:.2f}")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         ty = y1 - 4 if y1 - th - base - 4 >= 0 else y2 + th + 4

@@ -7,10 +7,13 @@ from typing import Literal
 
 import numpy as np
 
-Status = Literal["pending", "known", "unknown", "checking"]
+from ..liveness import Liveness
+
+Status = Literal["pending", "known", "unknown", "checking", "spoof"]
 """``pending``: not decided yet; ``known``/``unknown``: decided; ``checking``: decided, but the face's continuity
 was broken (a sudden change under the box, lost flow, an overlap) and its identity is being re-checked; no name
-is shown until the check passes."""
+is shown until the check passes; ``spoof`` (with liveness judged): the track's pooled liveness is not live, and
+it is never named."""
 
 EndReason = Literal["identity changed", "scene change", "time gap", "lost", "left frame", "merged", "end of run"]
 """Why a track ended: its face no longer matched the track's own template; the whole scene changed at once (a
@@ -27,9 +30,17 @@ def _round(score: float | None) -> float | None:
     return None if score is None else round(score, 4)
 
 
+def _with_liveness(out: dict, liveness: Liveness | None) -> dict:
+    """``out`` with the pooled liveness added when it was judged (runs without liveness keep their fields)."""
+    if liveness is not None:
+        out["liveness"] = liveness.to_dict()
+    return out
+
+
 @dataclass
 class TrackEvent:
-    """A track seen in a frame: its label (``name`` None unless ``status`` is known), score and box."""
+    """A track seen in a frame: its label (``name`` None unless ``status`` is known), score and box, and with
+    liveness judged, the track's pooled liveness."""
 
     frame: int
     time: float
@@ -39,10 +50,12 @@ class TrackEvent:
     box: list[float]
     status: Status
     changed: bool = False
+    liveness: Liveness | None = None
 
     def to_dict(self) -> dict:
-        return dict(frame=self.frame, time=round(self.time, 3), track=self.track, name=self.name,
-                    score=_round(self.score), box=self.box, status=self.status)
+        out = dict(frame=self.frame, time=round(self.time, 3), track=self.track, name=self.name,
+                   score=_round(self.score), box=self.box, status=self.status)
+        return _with_liveness(out, self.liveness)
 
 
 @dataclass
@@ -89,6 +102,9 @@ class FrameResult:
 
 @dataclass
 class TrackSummary:
+    """A track over the run: its last label, score and number of kept samples, the frames it spanned, why it
+    ended, and with liveness judged its pooled liveness."""
+
     id: int
     name: str | None
     status: Status
@@ -97,10 +113,12 @@ class TrackSummary:
     last_frame: int
     samples: int
     ended: EndReason | None = None
+    liveness: Liveness | None = None
 
     def to_dict(self) -> dict:
-        return dict(id=self.id, name=self.name, status=self.status, score=_round(self.score),
-                    first_frame=self.first_frame, last_frame=self.last_frame, samples=self.samples, ended=self.ended)
+        out = dict(id=self.id, name=self.name, status=self.status, score=_round(self.score),
+                   first_frame=self.first_frame, last_frame=self.last_frame, samples=self.samples, ended=self.ended)
+        return _with_liveness(out, self.liveness)
 
 
 @dataclass

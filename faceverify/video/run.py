@@ -5,6 +5,8 @@ between by optical flow, and assigned to tracks by an optimal assignment. A trac
 assumed: every detected face is embedded and compared with the track's own template, and a face that no longer
 matches ends the track; a sudden change under a box, lost flow or two tracks on one face withhold the label until
 that check; a scene change or a jump in time ends every track. No label is ever carried across such a break.
+When the pipeline judges liveness, every checked face of a track is judged and the track is named only while its
+pooled liveness is live.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..api import FaceVerifier
 from ..decision import operating_point
 from ..detect import Face
 from ..gallery import Gallery
+from ..liveness import Liveness
 from ..quality import face_quality
 from .identity import TrackIdentity
 from .results import (EndReason, FrameResult, TrackEnd, TrackEvent, CheckedFace, TrackSummary, VideoSummary,
@@ -166,7 +169,8 @@ class VideoRun:
             self.spans.setdefault(t.id, [index, index])[1] = index
             ident = self.identities[t.id]
             status, name = ident.shown
-            events.append(TrackEvent(index, stamp, t.id, name, ident.score, box_list(t.box), status, t.id in changed))
+            events.append(TrackEvent(index, stamp, t.id, name, ident.score, box_list(t.box), status, t.id in changed,
+                                     self._liveness(ident)))
         return FrameResult(index, stamp, image, events, detected, ended, cut is not None, self.checked)
 
     def _finish(self, tracks: list[Track], reason: EndReason, index: int, stamp: float,
@@ -182,10 +186,9 @@ class VideoRun:
             self.tracker.end(tracks)
         return out
 
-    def _find(self, image: np.ndarray) -> tuple[list[Face], set[int], dict[int, np.ndarray], dict[int, float]]:
-        """Detect on a downscaled copy and align every face: (faces in frame pixels, those fully inside the frame
-        (only they may become samples), aligned crops and quality by face index)."""
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    def _find(self, rgb: np.ndarray) -> tuple[list[Face], set[int], dict[int, np.ndarray], dict[int, float]]:
+        """Detect on a downscaled copy of the RGB frame and align every face: (faces in frame pixels, those fully
+        inside the frame (only they may become samples), aligned crops and quality by face index)."""
         small = rgb if self.scale == 1.0 else cv2.resize(rgb, None, fx=self.scale, fy=self.scale,
                                                          interpolation=cv2.INTER_AREA)
         t0 = time.perf_counter()
@@ -203,7 +206,8 @@ class VideoRun:
         """Detect, embed every face, assign faces to tracks, end tracks whose face no longer matches them, and
         update the labels; returns (tracks whose label changed, tracks ended)."""
         s = self.identifier.settings
-        faces, full, crops, quality = self._find(image)
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        faces, full, crops, quality = self._find(rgb)
         t1 = time.perf_counter()
         vectors = self._embed(crops, list(crops) if s.recheck else [])  # every face checks its track
         similarity = self._similarity(len(faces), vectors)
@@ -242,6 +246,7 @@ class VideoRun:
                 self._checked(track, faces[fi])
                 ident.add(quality[fi], vectors[fi])
                 verified.append(track)
+        self._judge(rgb)
         for track in assoc.missed:
             self.identities[track.id].checking = True
             track.continuous = False
@@ -258,6 +263,21 @@ class VideoRun:
         """Report in this frame's result a fully visible, uncrowded face that is ``track``'s person as far as
         the checks tell: its first face, or one that matched the track's template."""
         self.checked.append(CheckedFace(track.id, box_list(face.box), face.landmarks.copy()))
+
+    def _judge(self, rgb: np.ndarray) -> None:
+        """With liveness judged, pool each checked face of this frame (large enough to judge) into its track."""
+        checker = self.pipeline.liveness
+        if checker is None:
+            return
+        faces = [Face(np.asarray(c.box, np.float32), 1.0, c.landmarks) for c in self.checked]
+        for c, probabilities in zip(self.checked, checker.face_probabilities(rgb, faces)):
+            if probabilities is not None:
+                self.identities[c.track].judged(probabilities)
+
+    def _liveness(self, ident: TrackIdentity) -> Liveness | None:
+        """A track's pooled liveness (None when liveness is not judged)."""
+        checker = self.pipeline.liveness
+        return None if checker is None else ident.liveness(checker)
 
     def _embed(self, crops: dict[int, np.ndarray], which: list[int]) -> dict[int, np.ndarray]:
         """Embeddings of the aligned crops of the faces ``which``, by face index."""
@@ -285,6 +305,15 @@ class VideoRun:
         ready = [t.id for t in tracks if self.identities[t.id].samples and not self.identities[t.id].checking]
         if not ready or self.identifier.gallery is None:
             return set()
+        changed: set[int] = set()
+        if self.pipeline.liveness is not None:  # a name only for a track judged live, over enough of its faces
+            enough = [tid for tid in ready if self.identities[tid].status != "spoof"
+                      and self.identities[tid].live_judged >= self.identifier.settings.live_samples]
+            live = {tid for tid in enough if self._liveness(self.identities[tid]).live}
+            changed = {tid for tid in enough if tid not in live and self.identities[tid].spoofed()}
+            ready = [tid for tid in ready if tid in live]
+            if not ready:
+                return changed
         point, settings = self.identifier.point, self.identifier.settings
         verifier, gallery = self.identifier.verifier, self.identifier.gallery
         means = np.stack([self.identities[tid].mean() for tid in ready])
@@ -295,8 +324,8 @@ class VideoRun:
         else:
             firsts = [nearest for _, _, nearest in decisions]
         # a name the two rankings do not agree on is not yet clear: no decision (an unknown needs no agreement)
-        return {tid for tid, (name, score, nearest), first in zip(ready, decisions, firsts)
-                if (name is None or nearest == first) and self.identities[tid].decide(name, score, point)}
+        return changed | {tid for tid, (name, score, nearest), first in zip(ready, decisions, firsts)
+                          if (name is None or nearest == first) and self.identities[tid].decide(name, score, point)}
 
     def summary(self) -> VideoSummary:
         point = self.identifier.point
@@ -304,7 +333,7 @@ class VideoRun:
         for tid, (first, last) in sorted(self.spans.items()):
             ident = self.identities[tid]
             tracks.append(TrackSummary(tid, ident.name, ident.status, ident.score, first, last, len(ident.samples),
-                                       self.endings.get(tid)))
+                                       self.endings.get(tid), self._liveness(ident)))
         return VideoSummary(
             source=self.source.label, frames=self.frames, fps=self.frames / self._seconds if self._seconds > 0 else 0.0,
             dropped=self.source.dropped, seconds=self._seconds, source_fps=self.source.fps,

@@ -36,6 +36,10 @@ class VideoSettings:
     or one template per identity (``template``); the open-set bound counts what is compared. ``agree``: a track
     is named only when both rankings (best stored embeddings and templates) put the same identity first: a
     degraded face can sit nearer another person's template than its own, and is then not named.
+    ``live_samples``: with liveness judged (the pipeline's ``liveness``), a track is named only once this many
+    of its checked faces were judged and their pooled (mean) live probability reaches ``live_probability`` (or
+    the checker's threshold when one was given): live more probable than both kinds of attack together, not
+    merely than each (the still rule); a pool judged not live makes the track ``spoof``, never named.
     ``torch_threads``: intra-op threads while running (1 is fastest for these small batches on a busy CPU).
     """
 
@@ -58,6 +62,8 @@ class VideoSettings:
     agree: bool = True
     recheck: bool = True
     recheck_far: float = 1e-3
+    live_samples: int = 3
+    live_probability: float = 0.5
     continuity: float = 0.8
     cut_correlation: float = 0.5
     cut_brightness: float = 1.6

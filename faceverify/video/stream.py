@@ -10,10 +10,19 @@ from typing import Callable
 
 from ..api import FaceVerifier
 from ..gallery import Gallery
+from ..liveness import Liveness
 from .render import Display, draw_events, open_video_writer
 from .results import FrameResult, VideoSummary
 from .settings import VideoSettings
 from .run import VideoIdentifier
+
+
+_UNNAMED = {"unknown": "unknown", "spoof": "not live"}
+
+
+def _live(liveness: Liveness | None, form: str = " [live {:.4f}]") -> str:
+    """A track's pooled live probability in ``form``; nothing when liveness is not judged or nothing judged yet."""
+    return "" if liveness is None or liveness.score is None else form.format(liveness.score)
 
 
 def _report(result: FrameResult, as_json: bool, echo: Callable[[str], None]) -> None:
@@ -27,11 +36,12 @@ def _report(result: FrameResult, as_json: bool, echo: Callable[[str], None]) -> 
         return
     for e in result.events:
         if e.changed:
-            label = e.name if e.name is not None else "unknown"
-            echo(f"{e.time:8.2f}s  frame {e.frame}  track {e.track}: {label} ({e.score:.4f})")
+            label = e.name if e.name is not None else _UNNAMED.get(e.status, "unknown")
+            score = "" if e.score is None else f" ({e.score:.4f})"  # a track judged not live is not compared
+            echo(f"{e.time:8.2f}s  frame {e.frame}  track {e.track}: {label}{score}{_live(e.liveness)}")
     for end in result.ended:
         if end.status != "pending" or end.ended == "identity changed":
-            label = end.name if end.name is not None else end.status
+            label = end.name if end.name is not None else _UNNAMED.get(end.status, end.status)
             echo(f"{end.time:8.2f}s  frame {end.frame}  track {end.track} ({label}) ended: {end.ended}")
 
 
@@ -92,7 +102,8 @@ def identify_stream(
         echo(f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} fps), {summary.dropped} dropped, "
              f"{summary.detections} detections, {summary.embeddings} embeddings; ended: {summary.ended}")
         for t in summary.tracks:
-            label = t.name if t.name is not None else ("unknown" if t.status == "unknown" else "undecided")
+            label = t.name if t.name is not None else _UNNAMED.get(t.status, "undecided")
             score = "-" if t.score is None else f"{t.score:.4f}"
-            echo(f"track {t.id}: {label} (score {score}, frames {t.first_frame}-{t.last_frame}, ended: {t.ended})")
+            echo(f"track {t.id}: {label} (score {score}{_live(t.liveness, ', live {:.4f}')}, frames {t.first_frame}-"
+                 f"{t.last_frame}, ended: {t.ended})")
     return summary
