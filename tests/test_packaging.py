@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHEEL_LIMIT = 60 * 2**20
 LIGHT_LIMIT = 700 * 2**20
 IN_THE_WHEEL = {"edgeface-xs", "edgeface-xxs", "dlib-resnet-v1"}
-"""The models whose cards and files the wheel carries; the others document the training wing (README)."""
+"""The models whose cards and files the wheel carries; the others document the training wing (docs/install.md)."""
 
 
 @pytest.fixture(scope="module")

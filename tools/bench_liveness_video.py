@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                             labels += [(e.frame, e.box, e.name) for e in result.events]
                     summary = run.summary()
                     if summary.frames != truth["frames"]:
-                        raise SystemExit(f"error: seed {seed} {label}: {summary.frames} of {truth['frames']} frames ran")
+                        raise SystemExit(f"error: seed {seed} {label}: {summary.frames} of {truth['frames']} "
+                                         "frames ran")
                     fps[label].append(summary.fps)
                     tally(truth, labels, results[label])
             fv.pipeline.liveness = None

@@ -120,7 +120,7 @@ def enroll(
     device: Optional[str] = DeviceOpt,
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Enroll the good images even if some inputs fail."),
     force: bool = typer.Option(False, "--force", help="Enroll faces below the quality limits too (too small, "
-                               "blurred, turned away, doubtful, or beside a face of similar size; README)."),
+                               "blurred, turned away, doubtful, or beside a face of similar size; docs/galleries.md)."),
     face: FaceOpt = typer.Option(FaceOpt.largest, "--face", help="Which face to enroll in an image holding several."),
     as_json: bool = JsonOpt,
     backend: Optional[BackendOpt] = BackendChoiceOpt,
