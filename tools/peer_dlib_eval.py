@@ -29,7 +29,7 @@ import torch
 from faceverify.align import center_crop
 from faceverify.detect import Face, FaceChoice, select_faces
 from faceverify._util import sha256_file
-from faceverify.errors import BadInputError, FaceverifyError, ModelError, NoFaceError
+from faceverify.errors import BadInputError, FaceverifyError, NoFaceError, OperatingPointError
 from faceverify.eval.cache import EmbeddingCache
 from faceverify.eval.evaluate import PROTOCOL_FILES, FrontEnd, evaluate_identification, evaluate_lfw
 from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
@@ -53,9 +53,10 @@ class PeerCard:
     model_id: str
     embedding_size: int = 128
     thresholds: dict[str, float] = field(default_factory=dict)
+    calibrated_detector: str | None = None
 
     def threshold_for(self, far: float) -> float:
-        raise ModelError(f"{self.name} has no calibrated thresholds")
+        raise OperatingPointError(f"{self.name} has no calibrated thresholds")
 
 
 class DlibFrontEnd:
