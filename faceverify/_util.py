@@ -1,5 +1,5 @@
-"""Small helpers every layer uses: hashing, atomic file writes, device choice, ONNX Runtime sessions, chunked SQL
-parameter lists.
+"""Small helpers every layer uses: hashing, atomic file writes, small JSON cards, device choice, ONNX Runtime
+sessions, chunked SQL parameter lists.
 
 Nothing here imports torch at module level: the inference path must be able to start without it.
 """
@@ -7,10 +7,13 @@ Nothing here imports torch at module level: the inference path must be able to s
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
+
+from .errors import ModelError
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -20,6 +23,17 @@ T = TypeVar("T")
 
 SQL_CHUNK = 500
 """Most parameters bound in one ``IN (?, ...)`` list (SQLite's limit is 999 on old builds)."""
+
+
+def read_card(make: Callable[..., T], path: str | Path, kind: str, max_bytes: int) -> T:
+    """``make(**fields)`` of the JSON object in ``path`` (at most ``max_bytes``); ModelError naming the file and the
+    ``kind`` of card for anything unreadable, too large, or not the card's fields."""
+    path = Path(path)
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= max_bytes else None
+        return make(**data)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as exc:
+        raise ModelError(f"{path}: unreadable {kind} card ({type(exc).__name__}: {exc})") from None
 
 
 def sha256_bytes(data: bytes | memoryview) -> str:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._util import read_card
 from .errors import ModelError, OperatingPointError
 
 CARD_SCHEMA = 1
@@ -236,12 +237,7 @@ class DetectorCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectorCard":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= MAX_CARD_BYTES else None
-            card = cls(**data)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as exc:
-            raise ModelError(f"{path}: unreadable detector card ({type(exc).__name__}: {exc})") from None
+        card = read_card(cls, path, "detector", MAX_CARD_BYTES)
         problems = [
             not isinstance(card.stages, dict) or not all(map(_is_model_file, card.files().items())),
             bool(card.stages) == bool(card.model or card.model_sha256),

@@ -17,16 +17,15 @@ from faceverify.errors import OperatingPointError
 from faceverify.images import load_image
 from faceverify.liveness import LivenessChecker
 from faceverify.liveness.crop import context_box
-from tools.video_synth import Actor, choose_cast, make_test_video
-
-SAMPLES = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
+from tools.common import DEV_MINIFASNET
+from tools.video_synth import choose_cast, held_up_attacks, make_test_video
 
 
 @pytest.fixture(scope="module")
 def samples() -> Path:
-    if not (SAMPLES / "reference.json").is_file():
-        require_data(f"{SAMPLES}: the MiniFASNet samples and reference outputs are not here")
-    return SAMPLES
+    if not (DEV_MINIFASNET / "reference.json").is_file():
+        require_data(f"{DEV_MINIFASNET}: the MiniFASNet samples and reference outputs are not here")
+    return DEV_MINIFASNET
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +120,7 @@ def test_a_print_or_screen_held_up_to_a_camera_is_never_named(samples, lfw_root,
     Without --liveness the attacks are named (so the test can fail); with it no frame names them, their tracks
     end "spoof", the live enrolled person is still named, and every event and track carries the pooled score."""
     actors, cast = choose_cast(lfw_root, enrolled=1, strangers=1, distractors=2, seed=7)
-    held = [Actor(name, samples / image, True, [samples / image], held_up=True)
-            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))]
+    held = held_up_attacks(samples)
     cast.update({a.name: a.enroll_images for a in held})
     video = tmp_path / "attack.mp4"
     make_test_video([held[0], actors[0], held[1], actors[1]], video, seconds=6.0, seed=7,

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT, require_data
+from tests.conftest import require_data
 from tests.servers import KEY, ProcessServer
+from tools.common import DEV_MINIFASNET
 
 KNOWN_RGB = (60, 200, 60)  # faceverify.video.render's colour for a known face (BGR, the same in RGB)
 
@@ -239,13 +240,12 @@ def test_page_and_streams_mark_faces_not_live(browser, tmp_path, verifier):
     screens held up to the camera never names them, and its tracks end "spoof"."""
     from selenium.webdriver.common.by import By
     from tests.servers import files, sse_events
-    from tools.video_synth import Actor, make_test_video
+    from tools.video_synth import held_up_attacks, make_test_video
 
-    samples = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
+    samples = DEV_MINIFASNET
     if not (samples / "image_F1.jpg").is_file():
         require_data(f"{samples}: the MiniFASNet samples are not here")
-    held = [Actor(name, samples / image, True, [samples / image], held_up=True)
-            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))]
+    held = held_up_attacks(samples)
     video = tmp_path / "held-up.mp4"
     make_test_video(held, video, seconds=4.0, seed=7, detector=verifier.pipeline.detector)
     server = ProcessServer(tmp_path / "g.sqlite", tmp_path / "serve.log", "--liveness").wait_ready()

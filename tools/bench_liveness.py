@@ -28,9 +28,9 @@ from faceverify.eval.pairs import lfw_image_dir, read_lfw_pairs
 from faceverify.images import load_image
 from faceverify.liveness import LivenessChecker
 from faceverify.liveness.checker import network_input
+from faceverify.liveness.crop import xywh
 from faceverify.pipeline import FacePipeline
-from tools.common import lfw_root
-from tools.import_minifasnet import SHARED
+from tools.common import DEV_MINIFASNET, lfw_root
 
 
 def torch_peer(weights: Path, checker: LivenessChecker) -> Callable[[np.ndarray, list], np.ndarray]:
@@ -64,7 +64,7 @@ def torch_peer(weights: Path, checker: LivenessChecker) -> Callable[[np.ndarray,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None)
-    parser.add_argument("--weights", type=Path, default=SHARED, help="the MiniFASNet .pth files (the peer)")
+    parser.add_argument("--weights", type=Path, default=DEV_MINIFASNET, help="the MiniFASNet .pth files (the peer)")
     parser.add_argument("--faces", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(images) == args.faces:
             break
     peer = torch_peer(args.weights, checker)
-    boxes = [[(*f.box[:2], *(f.box[2:] - f.box[:2]))] for f in faces]
+    boxes = [[xywh(f.box)] for f in faces]
     ours = np.concatenate([checker.probabilities(im, b) for im, b in zip(images, boxes)])
     theirs = np.concatenate([peer(im, b) for im, b in zip(images, boxes)])
     if np.abs(ours - theirs).max() > 1e-4:

@@ -27,12 +27,8 @@ from faceverify.api import FaceVerifier
 from faceverify.liveness import LivenessChecker
 from faceverify.video import VideoIdentifier
 from tools.bench_video import _who
-from tools.common import lfw_root
-from tools.import_minifasnet import SHARED
-from tools.video_synth import Actor, choose_cast, make_test_video
-
-ATTACKS = (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))
-
+from tools.common import DEV_MINIFASNET, lfw_root
+from tools.video_synth import choose_cast, held_up_attacks, make_test_video
 
 def tally(truth: dict, labels: list[tuple[int, list[float], str | None]], out: Counter) -> None:
     """Add one run's per-appearance figures to ``out``."""
@@ -56,7 +52,7 @@ def tally(truth: dict, labels: list[tuple[int, list[float], str | None]], out: C
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=None)
-    parser.add_argument("--weights", type=Path, default=SHARED, help="folder holding the spoof samples")
+    parser.add_argument("--weights", type=Path, default=DEV_MINIFASNET, help="folder holding the spoof samples")
     parser.add_argument("--videos", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=100)
     args = parser.parse_args(argv)
@@ -69,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.videos):
             work = Path(tmp) / str(seed)
             actors, cast = choose_cast(root, enrolled=1, strangers=1, distractors=2, seed=seed)
-            held = [Actor(n, args.weights / f, True, [args.weights / f], held_up=True) for n, f in ATTACKS]
+            held = held_up_attacks(args.weights)
             cast.update({a.name: a.enroll_images for a in held})
             truth_path = make_test_video([held[0], actors[0], held[1], actors[1]], work / "attack.mp4", seconds=6.0,
                                          seed=seed, detector=fv.pipeline.detector)

@@ -1,4 +1,4 @@
-"""What the developer tools share: the repository root, the development LFW location, a progress bar, and the
+"""What the developer tools share: the repository root, the development LFW and MiniFASNet locations, a progress bar, and the
 error a benchmark stops with when its peer did not really run."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from faceverify.eval.pairs import LFW_ENV, find_lfw_root
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_LFW = REPO_ROOT.parent / "shared" / "datasets" / "lfw"
 """Where a development checkout keeps LFW; the tools fall back to it, the package never does."""
+DEV_MINIFASNET = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
+"""Where a development checkout keeps MiniFASNet's state dicts, samples and reference outputs."""
 
 
 def lfw_root(explicit: Path | None = None, option: str = "--lfw") -> Path:

@@ -43,10 +43,9 @@ from faceverify.liveness import LivenessCard, LivenessChecker
 from faceverify.liveness.checker import network_input, softmax
 from faceverify.modelcard import shipped_models_dir
 from faceverify.networks.minifasnet import minifasnet_from_state, pad_channels, runtime_form
-from tools.common import REPO_ROOT
+from tools.common import DEV_MINIFASNET
 from tools.export_onnx import OPSET
 
-SHARED = REPO_ROOT.parent / "shared" / "weights" / "minifasnet"
 SOURCE = "GitHub minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04a, resources/anti_spoof_models/"
 NETWORKS = [
     # (checkpoint, its sha256 from ../shared/weights/README.md, our name, crop scale)
@@ -150,7 +149,7 @@ def runtime_check(weights: Path, reference: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=SHARED, help="folder with the .pth files and reference.json")
+    parser.add_argument("--weights", type=Path, default=DEV_MINIFASNET, help="folder with the .pth files and reference.json")
     parser.add_argument("--out", type=Path, default=shipped_models_dir(), help="models folder to write liveness/ in")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

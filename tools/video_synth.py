@@ -68,6 +68,13 @@ def choose_cast(
     return actors, gallery
 
 
+def held_up_attacks(samples: Path) -> list[Actor]:
+    """The two spoof samples of MiniFASNet's folder ``samples`` as presentation attacks: a printed photo
+    ("poster") and a phone screen ("tablet") held up whole, each enrolled from its own image."""
+    return [Actor(name, samples / image, True, [samples / image], held_up=True)
+            for name, image in (("poster", "image_F1.jpg"), ("tablet", "image_F2.jpg"))]
+
+
 @dataclass
 class Sprite:
     """An actor's head cut from its still: BGR tile, soft alpha, and the face box within the tile."""

@@ -11,11 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._util import onnx_session, sha256_bytes
+from .._util import onnx_session, read_card, sha256_bytes
 from ..detect import Face
 from ..errors import ModelError, OperatingPointError
 from ..modelcard import MAX_CARD_BYTES, model_folders, shipped_models_dir
-from .crop import context_crop
+from .crop import context_crop, xywh
 
 CARD_NAME = "minifasnet"
 
@@ -43,12 +43,7 @@ class LivenessCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "LivenessCard":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= MAX_CARD_BYTES else None
-            card = cls(**data)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as exc:
-            raise ModelError(f"{path}: unreadable liveness card ({type(exc).__name__}: {exc})") from None
+        card = read_card(cls, path, "liveness", MAX_CARD_BYTES)
         nets = card.networks if isinstance(card.networks, list) else []
         problems = [
             not nets or not all(isinstance(n, dict) and set(n) >= {"model", "sha256", "scale", "input_size"}
@@ -175,9 +170,9 @@ class LivenessChecker:
     def face_probabilities(self, image: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray | None]:
         """The averaged class probabilities of each face found in an RGB image (boxes in its pixels); None for a
         face that cannot be judged (:meth:`unjudged`)."""
-        judged = [f for f in faces if self.unjudged(f) is None]
-        probs = iter(self.probabilities(image, [(*f.box[:2], *(f.box[2:] - f.box[:2])) for f in judged]))
-        return [next(probs) if self.unjudged(f) is None else None for f in faces]
+        judgeable = [self.unjudged(f) is None for f in faces]
+        probs = iter(self.probabilities(image, [xywh(f.box) for f, ok in zip(faces, judgeable) if ok]))
+        return [next(probs) if ok else None for ok in judgeable]
 
     def judge(self, image: np.ndarray, faces: Sequence[Face]) -> list[Liveness]:
         """A verdict per face found in an RGB image (boxes in its pixels); faces too small are not live."""

@@ -6,6 +6,12 @@ import cv2
 import numpy as np
 
 
+def xywh(box: np.ndarray) -> tuple[float, float, float, float]:
+    """A face box (x1, y1, x2, y2) as the crop rule takes it: (x, y, width, height)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2 - x1, y2 - y1
+
+
 def context_box(width: int, height: int, box_xywh: tuple[float, float, float, float], scale: float
                 ) -> tuple[int, int, int, int]:
     """The region (x1, y1, x2, y2, inclusive, integers) an anti-spoofing network sees of a ``width`` x ``height``

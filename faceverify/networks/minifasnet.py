@@ -147,23 +147,21 @@ def pad_channels(state: dict[str, torch.Tensor], multiple: int = 16) -> dict[str
     channels; padded, they take every layer, the depthwise ones included."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     for prefix in {k.removesuffix(".conv_dw.conv.weight") for k in state if k.endswith(".conv_dw.conv.weight")}:
-        width = state[f"{prefix}.conv.conv.weight"].shape[0]
-        extra = -width % multiple
-        if not extra:
-            continue
-
-        def grown(t: torch.Tensor, value: float = 0.0, dim: int = 0) -> torch.Tensor:
-            shape = list(t.shape)
-            shape[dim] = extra
-            return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim)
-
+        extra = -state[f"{prefix}.conv.conv.weight"].shape[0] % multiple
         for unit in ("conv", "conv_dw"):
-            key = f"{prefix}.{unit}"
             for name, value in (("conv.weight", 0.0), ("bn.weight", 0.0), ("bn.bias", 0.0), ("bn.running_mean", 0.0),
                                 ("bn.running_var", 1.0), ("prelu.weight", 0.0)):
-                state[f"{key}.{name}"] = grown(state[f"{key}.{name}"], value)
-        state[f"{prefix}.project.conv.weight"] = grown(state[f"{prefix}.project.conv.weight"], dim=1)
+                key = f"{prefix}.{unit}.{name}"
+                state[key] = _grown(state[key], extra, value)
+        state[f"{prefix}.project.conv.weight"] = _grown(state[f"{prefix}.project.conv.weight"], extra, dim=1)
     return state
+
+
+def _grown(t: torch.Tensor, extra: int, value: float = 0.0, dim: int = 0) -> torch.Tensor:
+    """``t`` with ``extra`` more entries along ``dim``, all ``value``."""
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim)
 
 
 def runtime_form(network: nn.Module) -> nn.Module:
